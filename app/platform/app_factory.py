@@ -1,0 +1,84 @@
+"""Assemble a hardened FastAPI app around a team's routers.
+
+``create_app`` is the one place the platform meets the API: pass routers in, get an ASGI
+app out (the FastAPI app wrapped in ``PlatformMiddleware``). ``app.main`` calls it with
+the sample API's routers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from app.platform import lifecycle, tracing
+from app.platform.errors import install_error_handlers
+from app.platform.health import ReadinessRegistry, health_router
+from app.platform.logging import configure_logging, get_logger
+from app.platform.metrics import http_metrics
+from app.platform.middleware import PlatformMiddleware
+from app.platform.settings import Settings
+
+
+class PlatformApp(PlatformMiddleware):
+    """The served ASGI app; ``.api`` is the inner FastAPI app (OpenAPI, routes, tests)."""
+
+    api: FastAPI
+    readiness: ReadinessRegistry
+
+
+def create_app(
+    settings: Settings,
+    routers: Sequence[APIRouter],
+    *,
+    title: str = "FastAPI service",
+    version: str = "0.1.0",
+    readiness: ReadinessRegistry | None = None,
+) -> PlatformApp:
+    configure_logging(settings.log_level, settings.log_format)
+    registry = readiness or ReadinessRegistry(
+        timeout=settings.readiness_timeout_seconds, cache_seconds=settings.readiness_cache_seconds
+    )
+    tracer_holder: list[object] = [None]
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Under gunicorn the post_fork hook already set tracing up; this call is then a
+        # no-op, and it covers the app served by plain uvicorn or a test client.
+        tracer_holder[0] = tracing.configure_tracing()
+        lifecycle.state.started = True
+        get_logger("app.lifecycle").info("application started")
+        try:
+            yield
+        finally:
+            lifecycle.state.started = False
+            tracing.shutdown_tracing()
+
+    docs = settings.docs_enabled
+    api = FastAPI(
+        title=title,
+        version=version,
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    install_error_handlers(api)
+    probes = health_router(registry)
+    for router in (probes, *routers):
+        api.include_router(router)
+
+    app = PlatformApp(
+        api,
+        routes=[route for router in (probes, *routers) for route in router.routes],
+        metrics=http_metrics(),
+        max_body_bytes=settings.max_body_bytes,
+        max_concurrent_requests=settings.max_concurrent_requests,
+        access_log=settings.access_log,
+        logger=get_logger("app.access"),
+        tracer=lambda: tracer_holder[0],  # type: ignore[arg-type, return-value]
+    )
+    app.api = api
+    app.readiness = registry
+    return app

@@ -1,0 +1,149 @@
+"""Structured logs: one JSON object per line on stdout, for the app and for gunicorn.
+
+structlog renders with orjson straight to ``stdout``'s byte buffer (its documented fast
+path); stdlib loggers (gunicorn, uvicorn, libraries) go through the same processors via
+``ProcessorFormatter``, so every line has ``timestamp`` (RFC 3339, UTC), ``level``,
+``event`` and ``logger``. Caller text only ever lands in JSON *values*, which orjson
+escapes, so a CR/LF or a quote in a header cannot split or forge a line.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import sys
+from typing import Any
+
+import orjson
+import structlog
+from opentelemetry import trace
+
+from app.platform.context import request_id_var
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+_CONTROL = str.maketrans({"\n": "\\n", "\r": "\\r", "\x1b": "\\x1b"})
+
+
+def add_request_context(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Add ``request_id`` and, when a span is recording, ``trace_id``/``span_id``."""
+    if "request_id" not in event:
+        rid = request_id_var.get()
+        if rid is not None:
+            event["request_id"] = rid
+    if "trace_id" not in event:
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            event["trace_id"] = format(ctx.trace_id, "032x")
+            event["span_id"] = format(ctx.span_id, "016x")
+    return event
+
+
+def escape_control(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Console format only: keep caller text on one line (JSON escapes by itself)."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = value.translate(_CONTROL)
+    return event
+
+
+def _orjson_str(obj: Any, **_: Any) -> str:
+    return orjson.dumps(obj, default=repr).decode()
+
+
+def _orjson_bytes(obj: Any, **_: Any) -> bytes:
+    return orjson.dumps(obj, default=repr)
+
+
+_timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp")
+
+
+def _shared_processors() -> list[Any]:
+    return [
+        structlog.processors.add_log_level,
+        _timestamper,
+        add_request_context,
+    ]
+
+
+def _final_processors(log_format: str, *, as_bytes: bool) -> list[Any]:
+    if log_format == "console":
+        return [
+            structlog.processors.format_exc_info,
+            escape_control,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ]
+    serializer = _orjson_bytes if as_bytes else _orjson_str
+    return [
+        structlog.processors.dict_tracebacks,
+        structlog.processors.JSONRenderer(serializer=serializer),
+    ]
+
+
+def stdlib_formatter(log_format: str = "json") -> logging.Formatter:
+    """The formatter gunicorn's and the stdlib's loggers use: same fields, same renderer."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *_shared_processors()],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *_final_processors(log_format, as_bytes=False),
+        ],
+    )
+
+
+def logging_dict_config(log_level: str, log_format: str) -> dict[str, Any]:
+    """``logging.config.dictConfig`` input, used for gunicorn's ``logconfig_dict`` too.
+
+    The access loggers of gunicorn and uvicorn are silenced: the middleware writes the one
+    access line per request.
+    """
+    level = log_level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "structured": {"()": stdlib_formatter, "log_format": log_format},
+        },
+        "handlers": {
+            "stdout": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stdout",
+                "formatter": "structured",
+            },
+        },
+        "root": {"level": level, "handlers": ["stdout"]},
+        "loggers": {
+            "gunicorn.error": {"level": level, "handlers": ["stdout"], "propagate": False},
+            "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
+            "uvicorn.error": {"level": level, "handlers": ["stdout"], "propagate": False},
+            "uvicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
+        },
+    }
+
+
+def configure_logging(log_level: str = "info", log_format: str = "json") -> None:
+    """Configure structlog and the stdlib in this process (master or worker)."""
+    logging.config.dictConfig(logging_dict_config(log_level, log_format))
+    structlog.configure(
+        processors=[
+            _rename_logger_key,
+            *_shared_processors(),
+            *_final_processors(log_format, as_bytes=True),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[log_level]),
+        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger whose lines carry ``logger=name``."""
+    # Lazy: the proxy binds on first use, after configure_logging has run. The key is
+    # renamed by ``_rename_logger_key``: structlog reserves ``logger`` as an argument name.
+    return structlog.get_logger(logger_name=name)
+
+
+def _rename_logger_key(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    name = event.pop("logger_name", None)
+    if name is not None:
+        event["logger"] = name
+    return event

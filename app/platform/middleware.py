@@ -1,0 +1,339 @@
+"""The one observability and protection layer, written as pure ASGI.
+
+Everything cross-cutting happens here, in a single wrapper around the FastAPI app, because
+each extra middleware layer (and ``BaseHTTPMiddleware`` above all) costs throughput:
+
+- request id: the caller's ``X-Request-ID`` when it matches ``^[A-Za-z0-9._-]{1,128}$``,
+  else a fresh one; echoed on every response and bound for every log line;
+- security headers on every response (uvicorn's ``Server`` header is off in ``worker.py``);
+- load shedding: past ``APP_MAX_CONCURRENT_REQUESTS`` in flight in this worker, a fast 503
+  with ``Retry-After`` instead of an unbounded queue (probes are never shed);
+- body limit: 413 when ``Content-Length`` exceeds ``APP_MAX_BODY_BYTES``, or as soon as a
+  chunked body streams past it;
+- metrics (route template labels), the server span, and one access line per request;
+- unhandled exceptions: one error log line with the traceback, a problem+json 500 out.
+
+Probes produce no span and no access line; they are counted in the metrics.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from random import getrandbits
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Mount, compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.platform.context import request_id_var
+from app.platform.errors import PROBLEM_JSON, problem_body
+from app.platform.health import PROBE_PATHS
+from app.platform.metrics import HttpMetrics, normalize_method
+
+UNMATCHED_ROUTE = "unmatched"
+_valid_request_id = re.compile(rb"[A-Za-z0-9._-]{1,128}").fullmatch
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+)
+# Swagger UI and ReDoc load scripts and styles, so their pages (only served when
+# APP_DOCS_ENABLED=true) get every header but the CSP.
+DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
+_DOCS_HEADERS = tuple(h for h in SECURITY_HEADERS if h[0] != b"content-security-policy")
+_NO_STORE = (b"cache-control", b"no-store")
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """Raised from ``receive`` when a streamed body passes the limit; rendered as a 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds the limit of {limit} bytes")
+
+
+def flatten_routes(routes: Iterable[Any], prefix: str = "") -> list[tuple[Any, str, Any]]:
+    """(compiled regex, template, methods) for every route, descending into mounts."""
+    flat: list[tuple[Any, str, Any]] = []
+    for route in routes:
+        if isinstance(route, Mount):
+            flat.extend(flatten_routes(route.routes, prefix + route.path))
+            continue
+        path = getattr(route, "path", None)
+        if path is None:
+            continue
+        template = prefix + path
+        regex = compile_path(template)[0] if prefix else route.path_regex
+        flat.append((regex, template, getattr(route, "methods", None)))
+    return flat
+
+
+def route_resolver(routes: Iterable[Any]) -> Callable[[str, str], str]:
+    """Map (method, path) to the route template, cached; unmatched paths share one value.
+
+    Resolving before the app runs lets the in-progress gauge and the span name carry the
+    template from the first byte. A method mismatch (405) still names the route. After the
+    call the middleware prefers the route FastAPI itself matched (``scope["route"]``).
+    """
+    table = flatten_routes(routes)
+
+    @lru_cache(maxsize=4096)
+    def resolve(method: str, path: str) -> str:
+        partial = None
+        for regex, template, methods in table:
+            if regex.match(path) is None:
+                continue
+            if not methods or method in methods:
+                return template
+            partial = partial or template
+        return partial or UNMATCHED_ROUTE
+
+    return resolve
+
+
+class PlatformMiddleware:
+    """See the module docstring; constructed once per worker by ``app.main``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        routes: list[BaseRoute],
+        metrics: HttpMetrics,
+        max_body_bytes: int,
+        max_concurrent_requests: int,
+        access_log: bool,
+        logger: Any,
+        tracer: Callable[[], trace.Tracer | None],
+    ) -> None:
+        self.app = app
+        self._resolve = route_resolver(routes)
+        self._metrics = metrics
+        self._max_body = max_body_bytes
+        self._limit = max_concurrent_requests
+        self._access_log = access_log
+        self._log = logger
+        self._tracer = tracer
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        method = scope["method"]
+        path = scope["path"]
+        tracer = self._tracer()
+
+        request_id = content_length = None
+        carrier: dict[str, str] | None = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value
+            elif name == b"content-length":
+                content_length = value
+            elif tracer is not None and name in _TRACE_HEADERS:
+                if carrier is None:
+                    carrier = {}
+                carrier[name.decode("latin-1")] = value.decode("latin-1")
+        if request_id is not None and _valid_request_id(request_id):
+            rid = request_id.decode("ascii")
+        else:
+            rid = f"{getrandbits(128):032x}"
+        rid_token = request_id_var.set(rid)
+
+        route = self._resolve(method, path)
+        label_method = normalize_method(method)
+        gauge = self._metrics.start(label_method, route)
+        probe = path in PROBE_PATHS
+        extra_headers = _DOCS_HEADERS if path in DOCS_PATHS else SECURITY_HEADERS
+        rid_header = (b"x-request-id", rid.encode("ascii"))
+        status = 500
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started = True
+                headers = list(message.get("headers", ()))
+                if not any(k.lower() == b"cache-control" for k, _ in headers):
+                    headers.append(_NO_STORE)
+                headers.extend(extra_headers)
+                headers.append(rid_header)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        span = None
+        span_token = None
+        if tracer is not None and not probe:
+            parent = propagate.extract(carrier) if carrier else None
+            span = tracer.start_span(f"{method} {route}", context=parent, kind=SpanKind.SERVER)
+            span_token = otel_context.attach(trace.set_span_in_context(span, parent))
+
+        error: BaseException | None = None
+        shed = not probe and self.in_flight >= self._limit
+        if not probe:
+            self.in_flight += 1
+        try:
+            if shed:
+                await _send_problem(
+                    send_with_headers,
+                    503,
+                    "server busy: concurrency limit reached, retry later",
+                    ((b"retry-after", b"1"),),
+                )
+            elif content_length is not None and _too_large(content_length, self._max_body):
+                await _send_problem(
+                    send_with_headers,
+                    413,
+                    f"request body exceeds the limit of {self._max_body} bytes",
+                )
+            else:
+                if content_length is None:
+                    receive = _limit_body(receive, self._max_body)
+                await self.app(scope, receive, send_with_headers)
+        except Exception as exc:  # the last line of defence: log once, answer once
+            error = exc
+            if not started:
+                code = 413 if isinstance(exc, BodyTooLarge) else 500
+                detail = (
+                    exc.detail
+                    if isinstance(exc, BodyTooLarge)
+                    else "an unexpected error occurred; quote the request_id"
+                )
+                await _send_problem(send_with_headers, code, detail)
+        finally:
+            if not probe:
+                self.in_flight -= 1
+            duration = time.perf_counter() - start
+            matched = scope.get("route")
+            if matched is not None:
+                route = getattr(matched, "path", route)
+            self._metrics.finish(gauge, label_method, route, status, duration)
+            trace_ids: dict[str, str] = {}
+            if span is not None:
+                if span.is_recording():
+                    span.update_name(f"{method} {route}")
+                    _finish_span_attributes(span, scope, route, status)
+                    ctx = span.get_span_context()
+                    trace_ids = {
+                        "trace_id": format(ctx.trace_id, "032x"),
+                        "span_id": format(ctx.span_id, "016x"),
+                    }
+                    if error is not None:
+                        span.record_exception(error)
+                span.end()
+                otel_context.detach(span_token)
+            if (self._access_log and not probe) or (error is not None and status >= 500):
+                self._write_access_line(
+                    scope, method, path, route, status, duration, rid, trace_ids, error
+                )
+            request_id_var.reset(rid_token)
+
+    def _write_access_line(
+        self,
+        scope: Scope,
+        method: str,
+        path: str,
+        route: str,
+        status: int,
+        duration: float,
+        rid: str,
+        trace_ids: dict[str, str],
+        error: BaseException | None,
+    ) -> None:
+        client = scope.get("client")
+        fields = {
+            "method": method,
+            "path": path,
+            "route": route,
+            "status": status,
+            "duration_ms": round(duration * 1000, 3),
+            "client_ip": client[0] if client else None,
+            "request_id": rid,
+            **trace_ids,
+        }
+        if error is not None and not isinstance(error, BodyTooLarge):
+            self._log.error("request", exc_info=error, **fields)
+        elif status >= 500:
+            self._log.warning("request", **fields)
+        else:
+            self._log.info("request", **fields)
+
+
+def _too_large(raw: bytes, limit: int) -> bool:
+    try:
+        return int(raw) > limit
+    except ValueError:  # the HTTP parser rejects these first; be safe anyway
+        return False
+
+
+def _limit_body(receive: Receive, limit: int) -> Receive:
+    received = 0
+
+    async def limited() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return limited
+
+
+async def _send_problem(
+    send: Send, status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    body = problem_body(status, detail)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _finish_span_attributes(span: Any, scope: Scope, route: str, status: int) -> None:
+    """HTTP semantic-convention attributes, set only on sampled (recording) spans."""
+    client = scope.get("client")
+    server = scope.get("server")
+    attributes: dict[str, Any] = {
+        "http.request.method": scope["method"],
+        "http.route": route,
+        "url.path": scope["path"],
+        "url.scheme": scope.get("scheme", "http"),
+        "network.protocol.version": scope.get("http_version", "1.1"),
+        "http.response.status_code": status,
+    }
+    if scope.get("query_string"):
+        attributes["url.query"] = scope["query_string"].decode("latin-1")
+    if client:
+        attributes["client.address"] = client[0]
+    if server:
+        attributes["server.address"] = server[0]
+        attributes["server.port"] = server[1]
+    for name, value in scope["headers"]:
+        if name == b"user-agent":
+            attributes["user_agent.original"] = value.decode("latin-1")
+            break
+    span.set_attributes(attributes)
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR))

@@ -1,0 +1,75 @@
+"""Gunicorn server hooks, named in ``gunicorn.conf.py``; each says why it runs where it does.
+
+Master: ``on_starting`` (empty metrics directory before any worker writes to it),
+``when_ready`` (metrics exposition thread, boot summary), ``child_exit`` (fold a dead
+worker's metric files). Worker: ``post_fork`` (tracing, whose exporter thread must be
+created after the fork), ``worker_exit``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from app.platform import metrics_server, tracing
+from app.platform.cpu import WorkerCount
+from app.platform.logging import get_logger
+from app.platform.settings import get_settings
+
+_restarts = metrics_server.RestartCounter()
+_log = get_logger("app.server")
+_boot: dict[str, str] = {"workers_source": "unknown", "workers_formula": ""}
+
+
+def metrics_dir() -> str:
+    return os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def on_starting(server: Any) -> None:
+    """Master, before the first fork: stale worker files would corrupt the totals."""
+    metrics_server.prepare_directory(metrics_dir())
+
+
+def when_ready(server: Any) -> None:
+    """Master, listeners bound: serve /metrics from the master, never from a worker."""
+    settings = get_settings()
+    registry = metrics_server.build_registry(metrics_dir(), server, _restarts)
+    server._metrics_httpd = metrics_server.start_metrics_server(
+        settings.host, settings.metrics_port, registry
+    )
+    _log.info(
+        "server ready",
+        port=settings.port,
+        metrics_port=settings.metrics_port,
+        metrics_dir=metrics_dir(),
+        workers=server.cfg.workers,
+        workers_source=_boot["workers_source"],
+        workers_formula=_boot["workers_formula"],
+    )
+
+
+def boot_summary(count: WorkerCount) -> None:
+    """Remember how the worker count was chosen, for the ``server ready`` line."""
+    _boot["workers_source"] = count.source
+    _boot["workers_formula"] = count.detail
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Worker, right after the fork: the master's metrics socket is not the worker's to
+    hold, and the span exporter's thread must be born in the process that uses it."""
+    httpd = getattr(server, "_metrics_httpd", None)
+    if httpd is not None:
+        httpd.socket.close()
+    tracing.configure_tracing()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Master, after reaping a worker: keep its counts, drop its live gauges."""
+    metrics_server.compact_dead_worker(worker.pid, metrics_dir())
+    if server.WORKERS is not None and getattr(server, "LISTENERS", None):
+        _restarts.value += 1
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Worker, on the way out: flush spans if the lifespan shutdown did not run."""
+    tracing.shutdown_tracing()

@@ -1,0 +1,77 @@
+"""The gunicorn worker class: ``uvicorn_worker.UvicornWorker`` plus the drain sequence.
+
+Why a subclass: ``UvicornWorker`` offers no setting for uvicorn's ``server_header``,
+``access_log`` or ``timeout_graceful_shutdown``, and its SIGTERM handling closes the listener
+at once. Kubernetes keeps routing to a pod for a few seconds after SIGTERM (endpoint removal
+is asynchronous), so closing at once drops requests. The sequence here:
+
+1. SIGTERM: ``/readyz`` answers 503 at once (``lifecycle.state.draining``);
+2. requests keep being served for ``APP_SHUTDOWN_DELAY_SECONDS``;
+3. then uvicorn's graceful shutdown: listener closed, in-flight requests get up to
+   ``APP_GRACEFUL_TIMEOUT_SECONDS`` to finish, lifespan shutdown flushes spans; exit.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from types import FrameType
+from typing import Any
+
+from gunicorn.arbiter import Arbiter
+from uvicorn.server import Server
+from uvicorn_worker import UvicornWorker as _BaseUvicornWorker
+
+from app.platform import lifecycle
+from app.platform.settings import get_settings
+
+
+class DrainingServer(Server):
+    """A uvicorn ``Server`` whose SIGTERM starts a drain window before the real shutdown."""
+
+    def __init__(self, *args: Any, shutdown_delay: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._shutdown_delay = shutdown_delay
+        self._drain_deadline: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and self._shutdown_delay > 0:
+            # A repeated SIGTERM (a process-group kill reaches the worker directly and
+            # again through the master) must not cut the drain window short.
+            if self._drain_deadline is None and not self.should_exit:
+                lifecycle.state.draining = True
+                self._drain_deadline = time.monotonic() + self._shutdown_delay
+            return
+        lifecycle.state.draining = True
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_deadline is not None and time.monotonic() >= self._drain_deadline:
+            self._drain_deadline = None
+            super().handle_exit(signal.SIGTERM, None)
+        return await super().on_tick(counter)
+
+
+class UvicornWorker(_BaseUvicornWorker):
+    """``uvicorn_worker.UvicornWorker`` with no Server header and the drain sequence."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        settings = get_settings()
+        self.CONFIG_KWARGS = {
+            **_BaseUvicornWorker.CONFIG_KWARGS,
+            "server_header": False,
+            "access_log": False,  # the middleware writes the one access line
+            "timeout_graceful_shutdown": settings.graceful_timeout_seconds,
+            "proxy_headers": True,
+        }
+        self._shutdown_delay = settings.shutdown_delay_seconds
+        super().__init__(*args, **kwargs)
+
+    async def _serve(self) -> None:
+        self.config.app = self.wsgi
+        server = DrainingServer(config=self.config, shutdown_delay=self._shutdown_delay)
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
