@@ -29,3 +29,8 @@ def server() -> Iterator[GunicornServer]:
     """A two-worker service with default production settings (drain delay 0 for speed)."""
     with running_server(workers=2) as srv:
         yield srv
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

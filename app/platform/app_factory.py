@@ -63,6 +63,9 @@ def create_app(
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
+        # FastAPI's native OpenTelemetry layer would add a second server span (plus
+        # operation spans) per request; PlatformMiddleware owns tracing and metrics.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_error_handlers(api)
     probes = health_router(registry)

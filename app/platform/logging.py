@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import structlog
+import structlog.tracebacks
 from opentelemetry import trace
 
 from app.platform.context import request_id_var
@@ -39,10 +40,11 @@ def add_request_context(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any
 
 
 def escape_control(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-    """Console format only: keep caller text on one line (JSON escapes by itself)."""
-    for key, value in event.items():
-        if isinstance(value, str):
-            event[key] = value.translate(_CONTROL)
+    """Console format only: keep the message on one line (other values are shown as repr,
+    and JSON escapes everything by itself)."""
+    message = event.get("event")
+    if isinstance(message, str):
+        event["event"] = message.translate(_CONTROL)
     return event
 
 
@@ -74,7 +76,10 @@ def _final_processors(log_format: str, *, as_bytes: bool) -> list[Any]:
         ]
     serializer = _orjson_bytes if as_bytes else _orjson_str
     return [
-        structlog.processors.dict_tracebacks,
+        # Tracebacks as data, without frame locals (they may hold secrets).
+        structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        ),
         structlog.processors.JSONRenderer(serializer=serializer),
     ]
 
@@ -90,7 +95,9 @@ def stdlib_formatter(log_format: str = "json") -> logging.Formatter:
     )
 
 
-def logging_dict_config(log_level: str, log_format: str) -> dict[str, Any]:
+def logging_dict_config(
+    log_level: str, log_format: str, stream: str = "ext://sys.stdout"
+) -> dict[str, Any]:
     """``logging.config.dictConfig`` input, used for gunicorn's ``logconfig_dict`` too.
 
     The access loggers of gunicorn and uvicorn are silenced: the middleware writes the one
@@ -106,7 +113,7 @@ def logging_dict_config(log_level: str, log_format: str) -> dict[str, Any]:
         "handlers": {
             "stdout": {
                 "class": "logging.StreamHandler",
-                "stream": "ext://sys.stdout",
+                "stream": stream,
                 "formatter": "structured",
             },
         },
@@ -120,9 +127,17 @@ def logging_dict_config(log_level: str, log_format: str) -> dict[str, Any]:
     }
 
 
-def configure_logging(log_level: str = "info", log_format: str = "json") -> None:
-    """Configure structlog and the stdlib in this process (master or worker)."""
-    logging.config.dictConfig(logging_dict_config(log_level, log_format))
+def configure_logging(
+    log_level: str = "info", log_format: str = "json", stream: Any = None
+) -> None:
+    """Configure structlog and the stdlib in this process (master or worker).
+
+    ``stream`` (a text stream with a ``buffer``) defaults to ``sys.stdout``; tests pass theirs.
+    """
+    stream = stream or sys.stdout
+    config = logging_dict_config(log_level, log_format)
+    config["handlers"]["stdout"]["stream"] = stream
+    logging.config.dictConfig(config)
     structlog.configure(
         processors=[
             _rename_logger_key,
@@ -130,7 +145,11 @@ def configure_logging(log_level: str = "info", log_format: str = "json") -> None
             *_final_processors(log_format, as_bytes=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[log_level]),
-        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        logger_factory=(
+            structlog.BytesLoggerFactory(stream.buffer)
+            if log_format == "json"
+            else structlog.WriteLoggerFactory(stream)
+        ),
         cache_logger_on_first_use=True,
     )
 

@@ -143,7 +143,7 @@ class GunicornServer:
         response.raise_for_status()
         return response.text
 
-    def signal(self, sig: int = signal.SIGTERM) -> None:
+    def send_signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
