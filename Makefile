@@ -24,12 +24,12 @@ tools: install
 	@for script in scripts/tools/*.sh; do bash "$$script" || exit 1; done
 
 lint: install
-	$(VENV)/bin/ruff check app tests gunicorn.conf.py
-	$(VENV)/bin/ruff format --check app tests gunicorn.conf.py
+	$(VENV)/bin/ruff check app tests loadtests observability bench gunicorn.conf.py
+	$(VENV)/bin/ruff format --check app tests loadtests observability bench gunicorn.conf.py
 
 fmt: install
-	$(VENV)/bin/ruff check --fix app tests gunicorn.conf.py
-	$(VENV)/bin/ruff format app tests gunicorn.conf.py
+	$(VENV)/bin/ruff check --fix app tests loadtests observability bench gunicorn.conf.py
+	$(VENV)/bin/ruff format app tests loadtests observability bench gunicorn.conf.py
 
 unit: install
 	$(VENV)/bin/pytest tests/unit

@@ -14,7 +14,8 @@ settings = load_settings_or_exit()
 # The multiprocess metrics directory must be in the environment before anything imports
 # prometheus_client (it picks its value class at import); without one configured, the
 # master makes a private one that its workers inherit.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="app-metrics-"))
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="app-metrics-")
 
 from app.platform import server_hooks  # noqa: E402  (needs the variable above)
 from app.platform.cpu import resolve_workers  # noqa: E402

@@ -9,9 +9,11 @@ escapes, so a CR/LF or a quote in a header cannot split or forge a line.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import logging.config
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -134,6 +136,7 @@ def configure_logging(
 
     ``stream`` (a text stream with a ``buffer``) defaults to ``sys.stdout``; tests pass theirs.
     """
+    global _access_log
     stream = stream or sys.stdout
     config = logging_dict_config(log_level, log_format)
     config["handlers"]["stdout"]["stream"] = stream
@@ -152,6 +155,83 @@ def configure_logging(
         ),
         cache_logger_on_first_use=True,
     )
+    _access_log = AccessLog(log_format, log_level, stream)
+
+
+class AccessLog:
+    """Writes the one access line per request.
+
+    JSON format takes a hand-rolled path: the same fields, key names and timestamp format as
+    the structlog pipeline above, rendered by one ``orjson.dumps`` call. Measured with
+    ``timeit`` on this 2-core machine (see README, "Performance"): about 24 us per line
+    through structlog (TimeStamper and JSONRenderer alone ~10 us) against ~3 us here, which
+    is the difference between meeting and missing the throughput target. Lines finished in
+    the same event-loop iteration leave in one ``write`` at the end of it (one syscall
+    instead of one per request under load; never later than that iteration). Error lines
+    (with a traceback) and the console format go through structlog.
+    """
+
+    def __init__(self, log_format: str, log_level: str, stream: Any) -> None:
+        self._fast = log_format == "json"
+        self._enabled = _LEVELS[log_level] <= _LEVELS["info"]
+        self._warn_enabled = _LEVELS[log_level] <= _LEVELS["warning"]
+        self._buffer = stream.buffer if self._fast else None
+        self._pending: list[bytes] = []
+        self._slow = get_logger("app.access")
+        self._second = -1
+        self._prefix = ""
+
+    def _timestamp(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+
+    def info(self, fields: dict[str, Any]) -> None:
+        if not self._enabled:
+            return
+        if self._fast:
+            fields["event"] = "request"
+            fields["logger"] = "app.access"
+            fields["level"] = "info"
+            fields["timestamp"] = self._timestamp()
+            pending = self._pending
+            pending.append(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
+            if len(pending) == 1:
+                try:
+                    asyncio.get_running_loop().call_soon(self.flush)
+                except RuntimeError:  # no loop: write now
+                    self.flush()
+        else:
+            self._slow.info("request", **fields)
+
+    def flush(self) -> None:
+        """Write the lines gathered in this loop iteration (also called at shutdown)."""
+        if self._pending and self._buffer is not None:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._buffer.write(data)
+            self._buffer.flush()
+
+    def warning(self, fields: dict[str, Any]) -> None:
+        if self._warn_enabled:
+            self._slow.warning("request", **fields)
+
+    def error(self, fields: dict[str, Any], exc: BaseException) -> None:
+        self._slow.error("request", exc_info=exc, **fields)
+
+
+_access_log: AccessLog | None = None
+
+
+def access_log() -> AccessLog:
+    """The access-line writer configured by the last :func:`configure_logging` call."""
+    if _access_log is None:
+        configure_logging()
+    assert _access_log is not None
+    return _access_log
 
 
 def get_logger(name: str) -> Any:

@@ -153,7 +153,7 @@ class PlatformMiddleware:
 
         route = self._resolve(method, path)
         label_method = normalize_method(method)
-        gauge = self._metrics.start(label_method, route)
+        started_keys = self._metrics.start(label_method, route)
         probe = path in PROBE_PATHS
         extra_headers = _DOCS_HEADERS if path in DOCS_PATHS else SECURITY_HEADERS
         rid_header = (b"x-request-id", rid.encode("ascii"))
@@ -166,11 +166,14 @@ class PlatformMiddleware:
                 status = message["status"]
                 started = True
                 headers = list(message.get("headers", ()))
-                if not any(k.lower() == b"cache-control" for k, _ in headers):
+                for key, _ in headers:
+                    if key.lower() == b"cache-control":
+                        break
+                else:
                     headers.append(_NO_STORE)
                 headers.extend(extra_headers)
                 headers.append(rid_header)
-                message = {**message, "headers": headers}
+                message["headers"] = headers
             await send(message)
 
         span = None
@@ -219,7 +222,7 @@ class PlatformMiddleware:
             matched = scope.get("route")
             if matched is not None:
                 route = getattr(matched, "path", route)
-            self._metrics.finish(gauge, label_method, route, status, duration)
+            self._metrics.finish(started_keys, label_method, route, status, duration)
             trace_ids: dict[str, str] = {}
             if span is not None:
                 if span.is_recording():
@@ -264,11 +267,11 @@ class PlatformMiddleware:
             **trace_ids,
         }
         if error is not None and not isinstance(error, BodyTooLarge):
-            self._log.error("request", exc_info=error, **fields)
+            self._log.error(fields, error)
         elif status >= 500:
-            self._log.warning("request", **fields)
+            self._log.warning(fields)
         else:
-            self._log.info("request", **fields)
+            self._log.info(fields)
 
 
 def _too_large(raw: bytes, limit: int) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.platform.metrics import LATENCY_BUCKETS
 from tests.conftest import require_tool
 from tests.support.server import GunicornServer, metric_value, wait_for
 
@@ -38,7 +39,22 @@ def test_exact_totals_across_workers(server: GunicornServer) -> None:
     assert metric_value(text, "http_requests_total", {"route": "unmatched", "status": "404"}) == 7
     assert "/no/such" not in text  # raw paths never become labels
     hello = {"route": "/api/v1/hello"}
-    assert metric_value(text, "http_request_duration_seconds_count", hello) >= n
+    count = metric_value(text, "http_request_duration_seconds_count", hello)
+    assert count >= n
+    # A complete histogram: every bucket, cumulative, +Inf equal to the count.
+    bucket_lines = [
+        line
+        for line in text.splitlines()
+        if line.startswith("http_request_duration_seconds_bucket{")
+        and 'route="/api/v1/hello"' in line
+        and 'method="GET"' in line
+    ]
+    assert len(bucket_lines) == len(LATENCY_BUCKETS) + 1
+    values = [float(line.rsplit(" ", 1)[1]) for line in bucket_lines]
+    assert values == sorted(values)
+    assert (
+        metric_value(text, "http_request_duration_seconds_bucket", {**hello, "le": "+Inf"}) == count
+    )
     assert metric_value(text, "http_requests_in_progress") == 0
     assert metric_value(text, "gunicorn_workers") == 2
     # The requests really were spread: more than one worker wrote counter files.

@@ -1,0 +1,165 @@
+"""``make bench``: the hardened service vs a bare FastAPI app vs a raw ASGI callable.
+
+All three run under the same ``gunicorn -c gunicorn.conf.py`` (same UvicornWorker class,
+same settings, same worker count); only the application differs. wrk drives
+``GET /api/v1/hello`` in alternating rounds (A, B, C, then B, C, A, ...) so drift on this
+noisy 2-core machine hits all three alike; medians and ratios are printed.
+
+The hardened server runs as in production plus tracing at ``parentbased_traceidratio`` 0.1,
+exporting to a live OTLP/HTTP sink in this process (the spans it received are counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.otlp import OtlpReceiver  # noqa: E402
+from tests.support.server import clean_env, free_port, wait_for  # noqa: E402
+
+PATH = "/api/v1/hello?name=bench"
+_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_P99 = re.compile(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_ERRORS = re.compile(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)")
+
+
+@dataclass
+class Target:
+    name: str
+    app: str
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    rps: list[float] = field(default_factory=list)
+    p99_ms: list[float] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, workers: int, logdir: Path) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
+        env = {
+            **clean_env(),
+            "APP_HOST": "127.0.0.1",
+            "APP_PORT": str(self.port),
+            "APP_METRICS_PORT": str(free_port()),
+            "APP_WORKERS": str(workers),
+            "APP_SHUTDOWN_DELAY_SECONDS": "0",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp),
+            **self.env,
+        }
+        log = open(logdir / f"{self.name}.log", "wb")
+        self.proc = subprocess.Popen(
+            [str(REPO / ".venv/bin/gunicorn"), "-c", "gunicorn.conf.py", self.app],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{self.port}{PATH}"
+        wait_for(lambda: httpx.get(url, timeout=1).status_code == 200, timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+
+def run_wrk(port: int, duration: int, connections: int, threads: int) -> tuple[float, float]:
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            f"http://127.0.0.1:{port}{PATH}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    errors = [m for m in _ERRORS.findall(out)]
+    if errors:
+        raise RuntimeError(f"wrk reported errors on port {port}:\n{out}")
+    rps = float(_RPS.search(out).group(1))  # type: ignore[union-attr]
+    value, unit = _P99.search(out).groups()  # type: ignore[union-attr]
+    p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return rps, p99
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per server")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk not found: apt-get install wrk (or: make tools)", file=sys.stderr)
+        return 2
+
+    sink = OtlpReceiver().start()
+    tracing = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+        "OTEL_SERVICE_NAME": "bench-hardened",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+    }
+    targets = [
+        Target("hardened", "app.main:app", tracing),
+        Target("bare", "bench.apps:bare", {}),
+        Target("raw", "bench.apps:raw", {}),
+    ]
+    logdir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
+    try:
+        for t in targets:
+            t.start(args.workers, logdir)
+            run_wrk(t.port, args.warmup, args.connections, args.threads)
+        print(
+            f"machine: {os.cpu_count()} CPUs; {args.workers} workers each; wrk -t{args.threads} "
+            f"-c{args.connections} -d{args.duration}s; {args.rounds} rounds, order rotated"
+        )
+        for r in range(args.rounds):
+            order = targets[r % 3 :] + targets[: r % 3]
+            for t in order:
+                rps, p99 = run_wrk(t.port, args.duration, args.connections, args.threads)
+                t.rps.append(rps)
+                t.p99_ms.append(p99)
+            print(f"round {r + 1}: " + "  ".join(f"{t.name} {t.rps[-1]:8.0f} rps" for t in targets))
+    finally:
+        for t in targets:
+            t.stop()
+        sink.stop()
+
+    med = {t.name: statistics.median(t.rps) for t in targets}
+    print()
+    print(f"{'server':10} {'median rps':>11} {'median p99':>11}  runs")
+    for t in targets:
+        runs = " ".join(f"{x:.0f}" for x in t.rps)
+        print(f"{t.name:10} {med[t.name]:11.0f} {statistics.median(t.p99_ms):9.2f}ms  {runs}")
+    spans = len(sink.snapshot())
+    ratio = med["hardened"] / med["bare"]
+    print()
+    print(f"hardened / bare FastAPI = {ratio:.3f}   (target >= 0.80)")
+    print(f"bare FastAPI / raw ASGI = {med['bare'] / med['raw']:.3f}")
+    print(f"hardened / raw ASGI     = {med['hardened'] / med['raw']:.3f}")
+    print(f"spans received by the live OTLP sink: {spans}")
+    print(f"server logs: {logdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
