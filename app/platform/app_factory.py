@@ -18,6 +18,7 @@ from app.platform.health import ReadinessRegistry, health_router
 from app.platform.logging import access_log, configure_logging, get_logger
 from app.platform.metrics import http_metrics
 from app.platform.middleware import PlatformMiddleware
+from app.platform.openapi import document_problem_responses
 from app.platform.settings import Settings
 
 
@@ -69,6 +70,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_error_handlers(api)
+    document_problem_responses(api)
     probes = health_router(registry)
     # The probe routes go straight onto the app's router rather than through
     # include_router: FastAPI 0.165 tries each included router in turn, and a second one

@@ -7,12 +7,14 @@ Tracing is configured only by the standard ``OTEL_*`` variables (see ``tracing.p
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import sys
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "APP_"
@@ -33,6 +35,7 @@ class Settings(BaseSettings):
     access_log: bool = True
     docs_enabled: bool = False
     max_body_bytes: int = Field(1024 * 1024, ge=1)
+    max_header_bytes: int = Field(32 * 1024, ge=1024, le=1024 * 1024)
     max_concurrent_requests: int = Field(100, ge=1)
     shutdown_delay_seconds: float = Field(5.0, ge=0, le=300)
     graceful_timeout_seconds: float = Field(20.0, gt=0, le=600)
@@ -43,6 +46,29 @@ class Settings(BaseSettings):
     max_requests: int = Field(0, ge=0)
     max_requests_jitter: int = Field(0, ge=0)
     forwarded_allow_ips: str = "127.0.0.1"
+
+    @field_validator("host")
+    @classmethod
+    def _resolvable_host(cls, value: str) -> str:
+        try:
+            socket.getaddrinfo(value, None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            raise ValueError(f"not an address this machine can bind ({exc})") from None
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _ip_list(cls, value: str) -> str:
+        for part in (p.strip() for p in value.split(",")):
+            if part == "*":
+                continue
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{part!r} is not an IP address or network; use a comma-separated list or *"
+                ) from None
+        return value
 
     @model_validator(mode="after")
     def _ports_differ(self) -> Settings:

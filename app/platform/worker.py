@@ -1,7 +1,8 @@
 """The gunicorn worker class: ``uvicorn_worker.UvicornWorker`` plus the drain sequence.
 
 Why a subclass: ``UvicornWorker`` offers no setting for uvicorn's ``server_header``,
-``access_log`` or ``timeout_graceful_shutdown``, and its SIGTERM handling closes the listener
+``access_log``, ``timeout_graceful_shutdown`` or its HTTP protocol (here the httptools one
+with a head-size cap, ``protocol.py``), and its SIGTERM handling closes the listener
 at once. Kubernetes keeps routing to a pod for a few seconds after SIGTERM (endpoint removal
 is asynchronous), so closing at once drops requests. The sequence here:
 
@@ -13,7 +14,9 @@ is asynchronous), so closing at once drops requests. The sequence here:
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import socket
 import sys
 import time
 from types import FrameType
@@ -24,7 +27,11 @@ from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker as _BaseUvicornWorker
 
 from app.platform import lifecycle
+from app.platform.protocol import LimitedHttpToolsProtocol
 from app.platform.settings import get_settings
+
+
+ACCEPT_GRACE_SECONDS = 0.1
 
 
 class DrainingServer(Server):
@@ -46,6 +53,20 @@ class DrainingServer(Server):
         lifecycle.state.draining = True
         super().handle_exit(sig, frame)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop accepting, give just-accepted connections a moment to deliver their request,
+        then uvicorn's graceful shutdown.
+
+        Without the pause a worker recycled by ``max_requests`` resets the connections it
+        accepted in its last loop iteration but has not read yet (about one failed request
+        per recycle under load, measured in tests/resilience/test_soak.py); the other
+        workers keep accepting from the shared listener meanwhile.
+        """
+        for server in self.servers:
+            server.close()
+        await asyncio.sleep(ACCEPT_GRACE_SECONDS)
+        await super().shutdown(sockets)
+
     async def on_tick(self, counter: int) -> bool:
         if self._drain_deadline is not None and time.monotonic() >= self._drain_deadline:
             self._drain_deadline = None
@@ -58,8 +79,10 @@ class UvicornWorker(_BaseUvicornWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         settings = get_settings()
+        LimitedHttpToolsProtocol.max_head_bytes = settings.max_header_bytes
         self.CONFIG_KWARGS = {
             **_BaseUvicornWorker.CONFIG_KWARGS,
+            "http": LimitedHttpToolsProtocol,
             "server_header": False,
             "access_log": False,  # the middleware writes the one access line
             "timeout_graceful_shutdown": settings.graceful_timeout_seconds,
