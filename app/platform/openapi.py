@@ -92,8 +92,9 @@ def document_problem_responses(api: FastAPI) -> None:
             for operation in path.values():
                 responses = operation.setdefault("responses", {})
                 if "422" in responses:
-                    responses["422"] = _problem("The request does not match the schema",
-                                                "ValidationProblem")
+                    responses["422"] = _problem(
+                        "The request does not match the schema", "ValidationProblem"
+                    )
                 responses.update(_COMMON)
                 if "requestBody" in operation:
                     responses.update(_WITH_BODY)

@@ -74,12 +74,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             super().send_400_response(msg)
 
     def _refuse(self) -> None:
-        body = orjson.dumps({
-            "type": "about:blank",
-            "title": "Request Header Fields Too Large",
-            "status": 431,
-            "detail": f"request line and headers exceed {self.max_head_bytes} bytes",
-        })
+        body = orjson.dumps(
+            {
+                "type": "about:blank",
+                "title": "Request Header Fields Too Large",
+                "status": 431,
+                "detail": f"request line and headers exceed {self.max_head_bytes} bytes",
+            }
+        )
         self.logger.warning("request head over %d bytes refused", self.max_head_bytes)
         self._in_head = False
         if not self.transport.is_closing():

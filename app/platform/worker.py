@@ -30,7 +30,6 @@ from app.platform import lifecycle
 from app.platform.protocol import LimitedHttpToolsProtocol
 from app.platform.settings import get_settings
 
-
 ACCEPT_GRACE_SECONDS = 0.1
 
 
