@@ -106,6 +106,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per server")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also run the hardened service without tracing and without access log",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk (or: make tools)", file=sys.stderr)
@@ -123,6 +128,12 @@ def main() -> int:
         Target("bare", "bench.apps:bare", {}),
         Target("raw", "bench.apps:raw", {}),
     ]
+    if args.breakdown:
+        targets += [
+            Target("no-tracing", "app.main:app", {}),
+            Target("no-trace-no-log", "app.main:app", {"APP_ACCESS_LOG": "false"}),
+            Target("bare-flat", "bench.apps:bare_flat", {}),
+        ]
     logdir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
     try:
         for t in targets:
