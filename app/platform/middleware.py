@@ -27,7 +27,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Status, StatusCode
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,6 +36,7 @@ from app.platform.context import request_id_var
 from app.platform.errors import PROBLEM_JSON, problem_body
 from app.platform.health import PROBE_PATHS
 from app.platform.metrics import HttpMetrics, normalize_method
+from app.platform.tracing import ServerSpans
 
 UNMATCHED_ROUTE = "unmatched"
 _valid_request_id = re.compile(rb"[A-Za-z0-9._-]{1,128}").fullmatch
@@ -113,7 +114,7 @@ class PlatformMiddleware:
         max_concurrent_requests: int,
         access_log: bool,
         logger: Any,
-        tracer: Callable[[], trace.Tracer | None],
+        tracer: Callable[[], ServerSpans | None],
     ) -> None:
         self.app = app
         self._resolve = route_resolver(routes)
@@ -180,7 +181,7 @@ class PlatformMiddleware:
         span_token = None
         if tracer is not None and not probe:
             parent = propagate.extract(carrier) if carrier else None
-            span = tracer.start_span(f"{method} {route}", context=parent, kind=SpanKind.SERVER)
+            span = tracer.start(f"{method} {route}", parent)
             span_token = otel_context.attach(trace.set_span_in_context(span, parent))
 
         error: BaseException | None = None
@@ -315,7 +316,11 @@ async def _send_problem(
 
 
 def _finish_span_attributes(span: Any, scope: Scope, route: str, status: int) -> None:
-    """HTTP semantic-convention attributes, set only on sampled (recording) spans."""
+    """HTTP semantic-convention attributes, set only on sampled (recording) spans.
+
+    ``url.query`` is left out on purpose: query strings carry tokens often enough that
+    semantic conventions ask for redaction, and the route template says what was called.
+    """
     client = scope.get("client")
     server = scope.get("server")
     attributes: dict[str, Any] = {
@@ -326,8 +331,6 @@ def _finish_span_attributes(span: Any, scope: Scope, route: str, status: int) ->
         "network.protocol.version": scope.get("http_version", "1.1"),
         "http.response.status_code": status,
     }
-    if scope.get("query_string"):
-        attributes["url.query"] = scope["query_string"].decode("latin-1")
     if client:
         attributes["client.address"] = client[0]
     if server:
