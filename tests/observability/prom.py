@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.support.server import free_port, wait_for
+from tests.support.server import free_port, terminate, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RULES_FILE = REPO / "helm/fastapi-app/files/prometheus-rules.yaml"
@@ -84,13 +84,7 @@ class Prometheus:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self._tmp.cleanup()
 
     def api(self, path: str, **params: Any) -> Any:

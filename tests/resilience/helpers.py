@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.server import free_port, wait_for
+from tests.support.server import free_port, terminate, wait_for
 
 
 def figure(name: str, **values: object) -> None:
@@ -163,13 +163,7 @@ class HAProxy:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
 
 def poll_until(condition, timeout: float = 20.0, interval: float = 0.05):

@@ -46,6 +46,22 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: floa
     raise TimeoutError(f"condition not met within {timeout}s (last error: {last_exc!r})")
 
 
+def terminate(
+    proc: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> int | None:
+    """Signal a child process, wait for it, and kill it if it does not exit in time."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 def clean_env() -> dict[str, str]:
     """The test runner's environment minus any APP_*/OTEL_*/WEB_CONCURRENCY leaking in."""
     return {
@@ -149,16 +165,8 @@ class GunicornServer:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Signal the master only (as Kubernetes does) and return its exit code."""
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        code = terminate(self.proc, sig, timeout)
+        return 0 if code is None else code
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
