@@ -41,19 +41,19 @@ def create_app(
     registry = readiness or ReadinessRegistry(
         timeout=settings.readiness_timeout_seconds, cache_seconds=settings.readiness_cache_seconds
     )
-    tracer_holder: list[object] = [None]
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Under gunicorn the post_fork hook already set tracing up; this call is then a
         # no-op, and it covers the app served by plain uvicorn or a test client.
-        tracer_holder[0] = tracing.configure_tracing()
+        app.spans = tracing.configure_tracing()
         lifecycle.state.started = True
         get_logger("app.lifecycle").info("application started")
         try:
             yield
         finally:
             lifecycle.state.started = False
+            app.spans = None
             access_log().flush()
             tracing.shutdown_tracing()
 
@@ -87,7 +87,6 @@ def create_app(
         max_concurrent_requests=settings.max_concurrent_requests,
         access_log=settings.access_log,
         logger=access_log(),
-        tracer=lambda: tracer_holder[0],  # type: ignore[arg-type, return-value]
     )
     app.api = api
     app.readiness = registry

@@ -114,7 +114,6 @@ class PlatformMiddleware:
         max_concurrent_requests: int,
         access_log: bool,
         logger: Any,
-        tracer: Callable[[], ServerSpans | None],
     ) -> None:
         self.app = app
         self._resolve = route_resolver(routes)
@@ -123,7 +122,8 @@ class PlatformMiddleware:
         self._limit = max_concurrent_requests
         self._access_log = access_log
         self._log = logger
-        self._tracer = tracer
+        # Set by the lifespan when tracing is configured (an OTLP endpoint is set).
+        self.spans: ServerSpans | None = None
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -133,7 +133,7 @@ class PlatformMiddleware:
         start = time.perf_counter()
         method = scope["method"]
         path = scope["path"]
-        tracer = self._tracer()
+        tracer = self.spans
 
         request_id = content_length = None
         carrier: dict[str, str] | None = None
