@@ -52,6 +52,7 @@ proc_name = "fastapi-app"
 on_starting = server_hooks.on_starting
 when_ready = server_hooks.when_ready
 post_fork = server_hooks.post_fork
+post_worker_init = server_hooks.post_worker_init
 child_exit = server_hooks.child_exit
 worker_exit = server_hooks.worker_exit
 

@@ -3,11 +3,12 @@
 Master: ``on_starting`` (empty metrics directory before any worker writes to it),
 ``when_ready`` (metrics exposition thread, boot summary), ``child_exit`` (fold a dead
 worker's metric files). Worker: ``post_fork`` (tracing, whose exporter thread must be
-created after the fork), ``worker_exit``.
+created after the fork), ``post_worker_init`` (``gc.freeze``), ``worker_exit``.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -61,6 +62,18 @@ def post_fork(server: Any, worker: Any) -> None:
     if httpd is not None:
         httpd.socket.close()
     tracing.configure_tracing()
+
+
+def post_worker_init(worker: Any) -> None:
+    """Worker, app loaded: move every start-up object out of the garbage collector's reach.
+
+    The app, FastAPI's models and the imported libraries are ~10^5 long-lived objects that
+    each full collection would scan again. ``gc.freeze()`` parks them in a permanent
+    generation, so collections only walk what requests allocate. Measured with tracing
+    at 10%: wrk p99 43 ms -> 27 ms, throughput unchanged (README, "Performance").
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def child_exit(server: Any, worker: Any) -> None:
