@@ -49,7 +49,7 @@ import httpx
 import pytest
 
 from tests.image.conftest import REPO, STORAGE, build_image, buildah, podman
-from tests.support.server import free_port, metric_value, wait_for
+from tests.support.server import LoopbackUrls, free_port, metric_value, wait_for
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -136,7 +136,7 @@ def probe_writes(ctr: Container, mounts: list[str], paths: list[str], user: str 
 
 
 @dataclass
-class Service:
+class Service(LoopbackUrls):
     ctr: Container
     proc: subprocess.Popen
     port: int
@@ -144,14 +144,6 @@ class Service:
     host_tmp: Path
     host_metrics: Path
     log: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

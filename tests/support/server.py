@@ -71,7 +71,22 @@ def clean_env() -> dict[str, str]:
     }
 
 
-class GunicornServer:
+class LoopbackUrls:
+    """``base_url`` and ``metrics_url`` of a service listening on 127.0.0.1."""
+
+    port: int
+    metrics_port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+
+class GunicornServer(LoopbackUrls):
     """One running service. Use :func:`running_server` for a context-managed instance."""
 
     def __init__(self, env: dict[str, str] | None = None, workers: int = 2) -> None:
@@ -93,14 +108,6 @@ class GunicornServer:
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def start(self, wait_ready: bool = True, timeout: float = 30.0) -> GunicornServer:
         with open(self.log_path, "wb") as log:
