@@ -19,6 +19,7 @@ from starlette.responses import Response
 from app.platform.context import request_id_var
 
 PROBLEM_JSON = "application/problem+json"
+UNEXPECTED_ERROR = "an unexpected error occurred; quote the request_id"
 
 
 def problem_body(status: int, detail: str, extra: dict[str, Any] | None = None) -> bytes:
@@ -72,7 +73,7 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
 
 async def _unhandled(_: Request, __: Exception) -> Response:
     # No exception text here: the middleware logs the traceback with the request id.
-    return problem_response(500, "an unexpected error occurred; quote the request_id")
+    return problem_response(500, UNEXPECTED_ERROR)
 
 
 def install_error_handlers(app: FastAPI) -> None:

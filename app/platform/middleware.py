@@ -33,7 +33,7 @@ from starlette.routing import BaseRoute, Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.platform.context import request_id_var
-from app.platform.errors import PROBLEM_JSON, problem_body
+from app.platform.errors import PROBLEM_JSON, UNEXPECTED_ERROR, problem_body
 from app.platform.health import PROBE_PATHS
 from app.platform.metrics import HttpMetrics, normalize_method
 from app.platform.tracing import ServerSpans
@@ -197,11 +197,7 @@ class PlatformMiddleware:
                     ((b"retry-after", b"1"),),
                 )
             elif content_length is not None and _too_large(content_length, self._max_body):
-                await _send_problem(
-                    send_with_headers,
-                    413,
-                    f"request body exceeds the limit of {self._max_body} bytes",
-                )
+                await _send_problem(send_with_headers, 413, BodyTooLarge(self._max_body).detail)
             else:
                 if content_length is None:
                     receive = _limit_body(receive, self._max_body)
@@ -209,13 +205,10 @@ class PlatformMiddleware:
         except Exception as exc:  # the last line of defence: log once, answer once
             error = exc
             if not started:
-                code = 413 if isinstance(exc, BodyTooLarge) else 500
-                detail = (
-                    exc.detail
-                    if isinstance(exc, BodyTooLarge)
-                    else "an unexpected error occurred; quote the request_id"
-                )
-                await _send_problem(send_with_headers, code, detail)
+                if isinstance(exc, BodyTooLarge):
+                    await _send_problem(send_with_headers, 413, exc.detail)
+                else:
+                    await _send_problem(send_with_headers, 500, UNEXPECTED_ERROR)
         finally:
             if not probe:
                 self.in_flight -= 1

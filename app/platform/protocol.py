@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from app.platform.errors import PROBLEM_JSON, problem_body
 
 _STATUS = b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
 _MAX_READ = 256 * 1024  # asyncio's largest single read
@@ -74,20 +75,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             super().send_400_response(msg)
 
     def _refuse(self) -> None:
-        body = orjson.dumps(
-            {
-                "type": "about:blank",
-                "title": "Request Header Fields Too Large",
-                "status": 431,
-                "detail": f"request line and headers exceed {self.max_head_bytes} bytes",
-            }
-        )
+        body = problem_body(431, f"request line and headers exceed {self.max_head_bytes} bytes")
         self.logger.warning("request head over %d bytes refused", self.max_head_bytes)
         self._in_head = False
         if not self.transport.is_closing():
             self.transport.write(
                 _STATUS
-                + b"content-type: application/problem+json\r\n"
+                + b"content-type: "
+                + PROBLEM_JSON.encode()
+                + b"\r\n"
                 + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
                 + body
             )
