@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support.otlp import OtlpReceiver  # noqa: E402
-from tests.support.server import clean_env, free_port, wait_for  # noqa: E402
+from tests.support.server import GunicornServer, wait_for  # noqa: E402
 
 PATH = "/api/v1/hello?name=bench"
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
@@ -40,41 +40,32 @@ _ERRORS = re.compile(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)")
 
 @dataclass
 class Target:
+    """One server under test: the real service harness with a different application."""
+
     name: str
     app: str
     env: dict[str, str]
-    port: int = field(default_factory=free_port)
     rps: list[float] = field(default_factory=list)
     p99_ms: list[float] = field(default_factory=list)
-    proc: subprocess.Popen[bytes] | None = None
+    server: GunicornServer | None = None
 
-    def start(self, workers: int, logdir: Path) -> None:
-        tmp = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
-        env = {
-            **clean_env(),
-            "APP_HOST": "127.0.0.1",
-            "APP_PORT": str(self.port),
-            "APP_METRICS_PORT": str(free_port()),
-            "APP_WORKERS": str(workers),
-            "APP_SHUTDOWN_DELAY_SECONDS": "0",
-            "PROMETHEUS_MULTIPROC_DIR": str(tmp),
-            **self.env,
-        }
-        log = open(logdir / f"{self.name}.log", "wb")
-        self.proc = subprocess.Popen(
-            [str(REPO / ".venv/bin/gunicorn"), "-c", "gunicorn.conf.py", self.app],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{self.port}{PATH}"
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.port
+
+    def start(self, workers: int) -> None:
+        self.server = GunicornServer(self.env, workers, app=self.app)
+        self.server.start(wait_ready=False)  # the comparison apps have no /readyz
+        url = f"{self.server.base_url}{PATH}"
         wait_for(lambda: httpx.get(url, timeout=1).status_code == 200, timeout=30)
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
+    def stop(self, logdir: Path) -> None:
+        """Stop the server and keep its log in ``logdir``."""
+        if self.server is not None:
+            self.server.stop()
+            shutil.copy(self.server.log_path, logdir / f"{self.name}.log")
+            self.server.close()
 
 
 def run_wrk(port: int, duration: int, connections: int, threads: int) -> tuple[float, float]:
@@ -139,7 +130,7 @@ def main() -> int:
     logdir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
     try:
         for t in targets:
-            t.start(args.workers, logdir)
+            t.start(args.workers)
             run_wrk(t.port, args.warmup, args.connections, args.threads)
         print(
             f"machine: {os.cpu_count()} CPUs; {args.workers} workers each; wrk -t{args.threads} "
@@ -154,7 +145,7 @@ def main() -> int:
             print(f"round {r + 1}: " + "  ".join(f"{t.name} {t.rps[-1]:8.0f} rps" for t in targets))
     finally:
         for t in targets:
-            t.stop()
+            t.stop(logdir)
         sink.stop()
 
     med = {t.name: statistics.median(t.rps) for t in targets}

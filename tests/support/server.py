@@ -89,7 +89,11 @@ class LoopbackUrls:
 class GunicornServer(LoopbackUrls):
     """One running service. Use :func:`running_server` for a context-managed instance."""
 
-    def __init__(self, env: dict[str, str] | None = None, workers: int = 2) -> None:
+    def __init__(
+        self, env: dict[str, str] | None = None, workers: int = 2, app: str | None = None
+    ) -> None:
+        """``app`` overrides the config's ``app.main:app`` (the benchmark's comparison apps)."""
+        self.app = app
         self.port = free_port()
         self.metrics_port = free_port()
         self.workers = workers
@@ -112,7 +116,12 @@ class GunicornServer(LoopbackUrls):
     def start(self, wait_ready: bool = True, timeout: float = 30.0) -> GunicornServer:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py"],
+                [
+                    str(VENV_BIN / "gunicorn"),
+                    "-c",
+                    "gunicorn.conf.py",
+                    *([self.app] if self.app else []),
+                ],
                 cwd=REPO,
                 env=self.env,
                 stdout=log,
