@@ -159,7 +159,7 @@ def configure_logging(
 
 
 FLUSH_SECONDS = 0.05
-FLUSH_BYTES = 64 * 1024
+FLUSH_BYTES = 16 * 1024
 
 
 class AccessLog:
@@ -181,8 +181,7 @@ class AccessLog:
         self._enabled = _LEVELS[log_level] <= _LEVELS["info"]
         self._warn_enabled = _LEVELS[log_level] <= _LEVELS["warning"]
         self._buffer = stream.buffer if self._fast else None
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
+        self._pending = bytearray()
         self._slow = get_logger("app.access")
         self._second = -1
         self._prefix = ""
@@ -195,43 +194,65 @@ class AccessLog:
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
 
-    def info(self, fields: dict[str, Any]) -> None:
-        if not self._enabled:
-            return
-        if self._fast:
-            fields["event"] = "request"
-            fields["logger"] = "app.access"
-            fields["level"] = "info"
-            fields["timestamp"] = self._timestamp()
-            line = orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
-            pending = self._pending
-            pending.append(line)
-            self._pending_bytes += len(line)
-            if len(pending) == 1:
-                try:
-                    asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
-                except RuntimeError:  # no loop: write now
-                    self.flush()
-            elif self._pending_bytes >= FLUSH_BYTES:
+    def request(
+        self,
+        method: str,
+        path: str,
+        route: str,
+        status: int,
+        seconds: float,
+        client: tuple[str, int] | None,
+        request_id: str,
+        trace_id: int | None,
+        span_id: int | None,
+        error: BaseException | None,
+    ) -> None:
+        """The access line of one request: info, warning for a 5xx, error with traceback."""
+        fields: dict[str, Any] = {
+            "method": method,
+            "path": path,
+            "route": route,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+            "client_ip": client[0] if client else None,
+            "request_id": request_id,
+        }
+        if trace_id is not None:
+            fields["trace_id"] = f"{trace_id:032x}"
+            fields["span_id"] = f"{span_id:016x}"
+        if error is not None:
+            self._slow.error("request", exc_info=error, **fields)
+        elif status >= 500:
+            if self._warn_enabled:
+                self._slow.warning("request", **fields)
+        elif self._enabled:
+            if self._fast:
+                fields["event"] = "request"
+                fields["logger"] = "app.access"
+                fields["level"] = "info"
+                fields["timestamp"] = self._timestamp()
+                self._append(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
+            else:
+                self._slow.info("request", **fields)
+
+    def _append(self, line: bytes) -> None:
+        pending = self._pending
+        first = not pending
+        pending += line
+        if len(pending) >= FLUSH_BYTES:
+            self.flush()
+        elif first:
+            try:
+                asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+            except RuntimeError:  # no loop: write now
                 self.flush()
-        else:
-            self._slow.info("request", **fields)
 
     def flush(self) -> None:
-        """Write the lines gathered in this loop iteration (also called at shutdown)."""
+        """Write the lines gathered so far (also called at shutdown)."""
         if self._pending and self._buffer is not None:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            self._pending_bytes = 0
-            self._buffer.write(data)
+            self._buffer.write(self._pending)
             self._buffer.flush()
-
-    def warning(self, fields: dict[str, Any]) -> None:
-        if self._warn_enabled:
-            self._slow.warning("request", **fields)
-
-    def error(self, fields: dict[str, Any], exc: BaseException) -> None:
-        self._slow.error("request", exc_info=exc, **fields)
+            self._pending.clear()
 
 
 _access_log: AccessLog | None = None

@@ -36,7 +36,7 @@ from app.platform.context import request_id_var
 from app.platform.errors import PROBLEM_JSON, UNEXPECTED_ERROR, problem_body
 from app.platform.health import PROBE_PATHS
 from app.platform.metrics import HttpMetrics, normalize_method
-from app.platform.tracing import ServerSpans
+from app.platform.tracing import ServerSpan, ServerSpans
 
 UNMATCHED_ROUTE = "unmatched"
 _valid_request_id = re.compile(rb"[A-Za-z0-9._-]{1,128}").fullmatch
@@ -45,8 +45,6 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"cross-origin-resource-policy", b"same-origin"),
 )
 # Swagger UI and ReDoc load scripts and styles, so their pages (only served when
 # APP_DOCS_ENABLED=true) get every header but the CSP.
@@ -181,7 +179,7 @@ class PlatformMiddleware:
         span_token = None
         if tracer is not None and not probe:
             parent = propagate.extract(carrier) if carrier else None
-            span = tracer.start(f"{method} {route}", parent)
+            span = tracer.start(method, route, parent)
             span_token = otel_context.attach(trace.set_span_in_context(span, parent))
 
         error: BaseException | None = None
@@ -217,55 +215,30 @@ class PlatformMiddleware:
             if matched is not None:
                 route = getattr(matched, "path", route)
             self._metrics.finish(started_keys, label_method, route, status, duration)
-            trace_ids: dict[str, str] = {}
+            trace_id = span_id = None
             if span is not None:
                 if span.is_recording():
-                    span.update_name(f"{method} {route}")
-                    _finish_span_attributes(span, scope, route, status)
+                    _finish_recording_span(span, scope, route, status, error)
                     ctx = span.get_span_context()
-                    trace_ids = {
-                        "trace_id": format(ctx.trace_id, "032x"),
-                        "span_id": format(ctx.span_id, "016x"),
-                    }
-                    if error is not None:
-                        span.record_exception(error)
+                    trace_id, span_id = ctx.trace_id, ctx.span_id
                 span.end()
                 otel_context.detach(span_token)
             if (self._access_log and not probe) or (error is not None and status >= 500):
-                self._write_access_line(
-                    scope, method, path, route, status, duration, rid, trace_ids, error
+                if isinstance(error, BodyTooLarge):  # a client error, answered with a 413
+                    error = None
+                self._log.request(
+                    method,
+                    path,
+                    route,
+                    status,
+                    duration,
+                    scope.get("client"),
+                    rid,
+                    trace_id,
+                    span_id,
+                    error,
                 )
             request_id_var.reset(rid_token)
-
-    def _write_access_line(
-        self,
-        scope: Scope,
-        method: str,
-        path: str,
-        route: str,
-        status: int,
-        duration: float,
-        rid: str,
-        trace_ids: dict[str, str],
-        error: BaseException | None,
-    ) -> None:
-        client = scope.get("client")
-        fields = {
-            "method": method,
-            "path": path,
-            "route": route,
-            "status": status,
-            "duration_ms": round(duration * 1000, 3),
-            "client_ip": client[0] if client else None,
-            "request_id": rid,
-            **trace_ids,
-        }
-        if error is not None and not isinstance(error, BodyTooLarge):
-            self._log.error(fields, error)
-        elif status >= 500:
-            self._log.warning(fields)
-        else:
-            self._log.info(fields)
 
 
 def _too_large(raw: bytes, limit: int) -> bool:
@@ -308,16 +281,20 @@ async def _send_problem(
     await send({"type": "http.response.body", "body": body})
 
 
-def _finish_span_attributes(span: Any, scope: Scope, route: str, status: int) -> None:
-    """HTTP semantic-convention attributes, set only on sampled (recording) spans.
+def _finish_recording_span(
+    span: Any, scope: Scope, route: str, status: int, error: BaseException | None
+) -> None:
+    """Name, HTTP semantic-convention attributes and status of a sampled server span.
 
     ``url.query`` is left out on purpose: query strings carry tokens often enough that
     semantic conventions ask for redaction, and the route template says what was called.
     """
+    method = scope["method"]
+    span.update_name(f"{method} {route}")  # the route FastAPI matched, known only now
     client = scope.get("client")
     server = scope.get("server")
     attributes: dict[str, Any] = {
-        "http.request.method": scope["method"],
+        "http.request.method": method,
         "http.route": route,
         "url.path": scope["path"],
         "url.scheme": scope.get("scheme", "http"),
@@ -333,6 +310,11 @@ def _finish_span_attributes(span: Any, scope: Scope, route: str, status: int) ->
         if name == b"user-agent":
             attributes["user_agent.original"] = value.decode("latin-1")
             break
-    span.set_attributes(attributes)
+    if type(span) is ServerSpan:
+        span.set_server_attributes(attributes)
+    else:
+        span.set_attributes(attributes)
+    if error is not None:
+        span.record_exception(error)
     if status >= 500:
         span.set_status(Status(StatusCode.ERROR))

@@ -15,77 +15,192 @@ has what the lean span costs.
 from __future__ import annotations
 
 import os
-from random import getrandbits
+import threading
+from time import time_ns
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.status import Status, StatusCode
 
 _SUPPORTED_PROTOCOLS = ("http/protobuf",)
-_RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
 _TRACE_ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
+_ALL = _TRACE_ID_LIMIT + 1  # a root bound every trace id is under
+_UNSET = Status(StatusCode.UNSET)
 _provider: Any = None
 _spans: ServerSpans | None = None
 
 
-class PresetIdGenerator(RandomIdGenerator):
-    """Random ids, except that the next trace id can be handed in (see ``ServerSpans``)."""
+class ServerSpan(sdk_trace.Span):
+    """A sampled server span: the SDK's ``Span``, built without ``Tracer.start_span``.
 
-    def __init__(self) -> None:
-        self.preset = 0
+    It is the SDK class, so everything after the start is the SDK's own code: attributes
+    and their limits, events, ``record_exception``, status, ``end`` handing a
+    ``ReadableSpan`` to the span processors, and export. Only the construction is
+    shortened: ``Span.__init__`` validates and copies arguments a server span never has
+    (initial attributes, events, links), and ``start_span`` asks the sampler a question
+    ``ServerSpans`` has already answered. ``tests/unit/test_tracing.py`` checks that this
+    sets exactly the fields ``Span.__init__`` sets, so an SDK upgrade cannot slip past.
+    """
 
-    def generate_trace_id(self) -> int:
-        preset = self.preset
-        if preset:
-            self.preset = 0
-            return preset
-        return super().generate_trace_id()
+    def __init__(
+        self,
+        tracer: sdk_trace.Tracer,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        parent_context: Context | None,
+    ) -> None:
+        limits = tracer._span_limits
+        self._name = name
+        self._context = context
+        self._kind = SpanKind.SERVER
+        self._instrumentation_info = tracer.instrumentation_info
+        self._instrumentation_scope = tracer._instrumentation_scope
+        self._parent = parent
+        self._end_time = None
+        self._resource = tracer.resource
+        self._status = _UNSET
+        self._sampler = tracer.sampler
+        self._trace_config = None
+        self._record_exception = True
+        self._set_status_on_exception = True
+        self._span_processor = tracer.span_processor
+        self._limits = limits
+        self._lock = threading.Lock()
+        self._attributes = BoundedAttributes(
+            limits.max_span_attributes,
+            immutable=False,
+            max_value_len=limits.max_span_attribute_length,
+        )
+        self._events = BoundedList(limits.max_events)
+        self._links = BoundedList(limits.max_links)
+        self._record_end_metrics = None
+        self._start_time = time_ns()
+        self._span_processor.on_start(self, parent_context=parent_context)
+
+    def set_server_attributes(self, attributes: dict[str, str | int]) -> None:
+        """The middleware's HTTP attributes, known-valid ``str``/``int`` values: stored
+        without ``BoundedAttributes``' per-value cleaning (~0.7 us each), within its limit."""
+        with self._lock:
+            target = self._attributes
+            maxlen = target.maxlen
+            if self._end_time is not None or (
+                maxlen is not None and len(target) + len(attributes) > maxlen
+            ):
+                fast = False
+            else:
+                fast = target.max_value_len is None or all(
+                    type(v) is not str or len(v) <= target.max_value_len
+                    for v in attributes.values()
+                )
+                if fast:
+                    target._dict.update(attributes)
+        if not fast:
+            self.set_attributes(attributes)
+
+    def end(self, end_time: int | None = None) -> None:
+        """``Span.end`` minus its ``ReadableSpan`` copy: the processors get the span itself,
+        which nothing can change once ended (every setter checks ``_end_time``)."""
+        with self._lock:
+            if self._end_time is not None:
+                return
+            self._end_time = end_time if end_time is not None else time_ns()
+            self._attributes._immutable = True
+        self._span_processor._on_ending(self)
+        self._span_processor.on_end(self)
+
+
+def _sampling_plan(sampler: Sampler) -> tuple[int, bool] | None:
+    """(root bound, parent-based) when ``ServerSpans`` can take the sampler's decisions.
+
+    Those are the samplers ``OTEL_TRACES_SAMPLER`` names — ``always_on``, ``always_off``,
+    ``traceidratio`` and their ``parentbased_`` forms (the SDK's default is
+    ``parentbased_always_on``) — read off the sampler object the provider built, so the
+    SDK's own parsing of ``OTEL_TRACES_SAMPLER_ARG`` stays the only one. None for anything
+    else: every span then goes through ``Tracer.start_span``.
+    """
+    parent_based = isinstance(sampler, ParentBased)
+    if parent_based:
+        if (
+            sampler._remote_parent_sampled is not ALWAYS_ON
+            or sampler._remote_parent_not_sampled is not ALWAYS_OFF
+        ):
+            return None
+        sampler = sampler._root
+    if isinstance(sampler, TraceIdRatioBased):
+        return sampler.bound, parent_based
+    if sampler is ALWAYS_ON:
+        return _ALL, parent_based
+    if sampler is ALWAYS_OFF:
+        return 0, parent_based
+    return None
 
 
 class ServerSpans:
-    """Starts the one server span per request, cheaply when it will not be sampled.
+    """Starts the one server span per request, taking the sampler's decision itself.
 
-    With a trace-id-ratio sampler (``traceidratio``/``parentbased_traceidratio``), a root
-    span's fate is ``trace_id & (2**64 - 1) < bound`` — a pure function of the trace id.
-    The id is drawn here first: an unsampled root (90% at ratio 0.1) becomes a
-    ``NonRecordingSpan`` without the SDK's ``start_span`` (~18 us per request measured
-    under wrk, ``make bench --breakdown``); a sampled one hands the same id to the SDK
-    through ``PresetIdGenerator``, whose sampler then reaches the same decision. Spans
-    with a remote parent, and every other sampler, always go through the SDK.
+    With the samplers of ``_sampling_plan`` the decision is a pure function: for a root,
+    ``trace_id & (2**64 - 1) < bound`` (a fixed ``bound`` for ``always_on``/``always_off``);
+    for a remote parent under a ``parentbased_`` sampler, the parent's sampled flag. An
+    unsampled span (90% at ratio 0.1) is then a ``NonRecordingSpan`` and a sampled one a
+    ``ServerSpan``, both without ``Tracer.start_span`` (about 28 us per span, and 2-3x that
+    under load, measured with ``make bench --breakdown``). Ids, trace flags and trace state
+    are the ones ``start_span`` would give; ``tests/unit/test_tracing.py`` compares the two
+    on the same trace ids. Any other sampler goes through ``start_span``.
     """
 
-    def __init__(self, tracer: trace.Tracer, ids: PresetIdGenerator, rate: float | None) -> None:
+    def __init__(self, tracer: sdk_trace.Tracer) -> None:
         self._tracer = tracer
-        self._ids = ids
-        self._bound = None if rate is None else TraceIdRatioBased.get_bound_for_rate(rate)
-        self._flags = TraceFlags(
-            TraceFlags.DEFAULT | (TraceFlags.RANDOM_TRACE_ID if ids.is_trace_id_random() else 0)
+        self._ids = tracer.id_generator
+        self._plan = _sampling_plan(tracer.sampler)
+        random_flag = TraceFlags.RANDOM_TRACE_ID if self._ids.is_trace_id_random() else 0
+        # (unsampled, sampled) flags of a root span, built once.
+        self._root_flags = (TraceFlags(random_flag), TraceFlags(random_flag | TraceFlags.SAMPLED))
+
+    def start(self, method: str, route: str, parent: Context | None) -> Span:
+        """The server span of one request; its name, ``"{method} {route}"``, is only built
+        for a span that records."""
+        plan = self._plan
+        if plan is None:
+            return self._tracer.start_span(
+                f"{method} {route}", context=parent, kind=SpanKind.SERVER
+            )
+        bound, parent_based = plan
+        ids = self._ids
+        remote = trace.get_current_span(parent).get_span_context() if parent else None
+        if remote is None or not remote.is_valid:
+            remote = None
+            trace_id = ids.generate_trace_id()
+            sampled = trace_id & _TRACE_ID_LIMIT < bound
+            flags = self._root_flags[sampled]
+            state = None
+        else:
+            trace_id = remote.trace_id
+            if parent_based:
+                sampled = remote.trace_flags.sampled
+            else:
+                sampled = trace_id & _TRACE_ID_LIMIT < bound
+            random_flag = remote.trace_flags & TraceFlags.RANDOM_TRACE_ID
+            flags = TraceFlags(random_flag | TraceFlags.SAMPLED if sampled else random_flag)
+            state = remote.trace_state
+        context = SpanContext(
+            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=flags, trace_state=state
         )
-
-    def start(self, name: str, parent: Context | None) -> Span:
-        if parent is None and self._bound is not None:
-            trace_id = self._ids.generate_trace_id()
-            if trace_id & _TRACE_ID_LIMIT >= self._bound:
-                span_id = getrandbits(64) or 1
-                return NonRecordingSpan(
-                    SpanContext(trace_id, span_id, is_remote=False, trace_flags=self._flags)
-                )
-            self._ids.preset = trace_id
-        return self._tracer.start_span(name, context=parent, kind=SpanKind.SERVER)
-
-
-def _ratio_from_env() -> float | None:
-    """The root sampling rate when the configured sampler is ratio-based, as the SDK reads it."""
-    if os.environ.get("OTEL_TRACES_SAMPLER", "").strip().lower() not in _RATIO_SAMPLERS:
-        return None
-    try:
-        rate = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", ""))
-    except ValueError:
-        return 1.0  # the SDK's own fallback
-    return rate if 0.0 <= rate <= 1.0 else None  # out of range: let the SDK decide
+        if not sampled:
+            return NonRecordingSpan(context)
+        return ServerSpan(self._tracer, f"{method} {route}", context, remote, parent)
 
 
 def tracing_config_error() -> str | None:
@@ -113,22 +228,20 @@ def configure_tracing() -> ServerSpans | None:
     if not tracing_requested():
         return None
     if _provider is None:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+        from app.platform.otlp_exporter import LeanOTLPSpanExporter
+
         # Resource.create() reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; the sampler
         # comes from OTEL_TRACES_SAMPLER(_ARG), the exporter from OTEL_EXPORTER_OTLP_*.
         # process.pid tells the workers of one pod apart.
-        ids = PresetIdGenerator()
-        provider = TracerProvider(
-            resource=Resource.create({"process.pid": os.getpid()}), id_generator=ids
-        )
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        provider = TracerProvider(resource=Resource.create({"process.pid": os.getpid()}))
+        provider.add_span_processor(BatchSpanProcessor(LeanOTLPSpanExporter()))
         trace.set_tracer_provider(provider)
         _provider = provider
-        _spans = ServerSpans(trace.get_tracer("app.platform.middleware"), ids, _ratio_from_env())
+        _spans = ServerSpans(provider.get_tracer("app.platform.middleware"))
     return _spans
 
 

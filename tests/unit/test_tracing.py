@@ -1,85 +1,215 @@
-"""The server-span fast path: unsampled roots skip the SDK, decisions stay the sampler's."""
+"""The server-span fast path: the sampler's decisions, the SDK's ids, flags and fields."""
 
 from __future__ import annotations
+
+import random
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.propagate import extract
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio, TraceIdRatioBased
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_OFF,
+    DEFAULT_ON,
+    ParentBased,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import SpanKind
 
-from app.platform.tracing import PresetIdGenerator, ServerSpans, _ratio_from_env
+from app.platform.tracing import ServerSpan, ServerSpans, _sampling_plan
 
-LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
+SAMPLERS: dict[str, Sampler] = {
+    "always_on": ALWAYS_ON,
+    "always_off": ALWAYS_OFF,
+    "traceidratio": TraceIdRatioBased(0.3),
+    "parentbased_always_on": DEFAULT_ON,
+    "parentbased_always_off": DEFAULT_OFF,
+    "parentbased_traceidratio": ParentBasedTraceIdRatio(0.3),
+}
 
 
-def spans_for(rate: float) -> tuple[ServerSpans, InMemorySpanExporter]:
-    ids = PresetIdGenerator()
-    provider = TracerProvider(sampler=ParentBasedTraceIdRatio(rate), id_generator=ids)
+class ScriptedIds(RandomIdGenerator):
+    """Hands out a fixed sequence of ids, so the fast path and the SDK can be compared."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self._ids = iter(ids)
+
+    def generate_trace_id(self) -> int:
+        return next(self._ids)
+
+    def generate_span_id(self) -> int:
+        return next(self._ids) & (2**64 - 1) or 1
+
+
+def provider_for(
+    sampler: Sampler, ids: RandomIdGenerator | None = None, limits: SpanLimits | None = None
+) -> tuple[TracerProvider, InMemorySpanExporter]:
+    provider = TracerProvider(sampler=sampler, id_generator=ids, span_limits=limits)
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return ServerSpans(provider.get_tracer("t"), ids, rate), exporter
+    return provider, exporter
 
 
-def test_root_decisions_match_the_ratio_sampler() -> None:
-    rate = 0.25
-    spans, exporter = spans_for(rate)
-    bound = TraceIdRatioBased.get_bound_for_rate(rate)
-    started = [spans.start("GET /x", None) for _ in range(4000)]
+def parents() -> list[object]:
+    """No parent, and remote parents sampled and not, with a trace state."""
+    out: list[object] = [None]
+    for flags in ("01", "00"):
+        for trace_id in ("4bf92f3577b34da6a3ce929d0e0e4736", "0af7651916cd43dd8448eb211c80319c"):
+            carrier = {
+                "traceparent": f"00-{trace_id}-00f067aa0ba902b7-{flags}",
+                "tracestate": "vendor=abc,other=1",
+            }
+            out.append(extract(carrier))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_fast_path_matches_start_span(name: str) -> None:
+    """Same trace ids in, same spans out: decision, ids, flags, trace state, parent."""
+    rng = random.Random(name)
+    for parent in parents():
+        for _ in range(40):
+            ids = [rng.getrandbits(128) or 1, rng.getrandbits(64) or 1]
+            fast_provider, fast_exported = provider_for(SAMPLERS[name], ScriptedIds(ids))
+            sdk_provider, sdk_exported = provider_for(SAMPLERS[name], ScriptedIds(ids))
+            fast = ServerSpans(fast_provider.get_tracer("t")).start("GET", "/x", parent)
+            sdk = sdk_provider.get_tracer("t").start_span(
+                "GET /x", context=parent, kind=SpanKind.SERVER
+            )
+            assert fast.is_recording() == sdk.is_recording()
+            assert fast.get_span_context() == sdk.get_span_context()
+            assert type(fast) is (ServerSpan if sdk.is_recording() else type(sdk))
+            fast.end()
+            sdk.end()
+            assert len(fast_exported.get_finished_spans()) == len(sdk_exported.get_finished_spans())
+            for a, b in zip(
+                fast_exported.get_finished_spans(), sdk_exported.get_finished_spans(), strict=True
+            ):
+                assert (a.name, a.kind, a.parent) == (b.name, b.kind, b.parent)
+                assert a.resource == b.resource
+                assert a.instrumentation_scope == b.instrumentation_scope
+
+
+def test_ratio_decisions_follow_the_trace_id() -> None:
+    provider, exporter = provider_for(ParentBasedTraceIdRatio(0.25))
+    spans = ServerSpans(provider.get_tracer("t"))
+    started = [spans.start("GET", "/x", None) for _ in range(4000)]
+    bound = TraceIdRatioBased.get_bound_for_rate(0.25)
+    limit = TraceIdRatioBased.TRACE_ID_LIMIT
     recorded = [s for s in started if s.is_recording()]
-    skipped = [s for s in started if not s.is_recording()]
     for span in started:
+        sampled = span.get_span_context().trace_id & limit < bound
+        assert span.is_recording() == sampled
+        assert span.get_span_context().trace_flags.sampled == sampled
         span.end()
-    # Every decision is the one TraceIdRatioBased makes for that trace id.
-    assert all(s.get_span_context().trace_id & LIMIT < bound for s in recorded)
-    assert all(s.get_span_context().trace_id & LIMIT >= bound for s in skipped)
     assert 0.2 < len(recorded) / len(started) < 0.3
-    # Sampled spans reach the exporter with the trace id drawn by the fast path.
     exported = {s.context.trace_id for s in exporter.get_finished_spans()}
     assert exported == {s.get_span_context().trace_id for s in recorded}
-    for span in skipped:
-        ctx = span.get_span_context()
-        assert ctx.is_valid and not ctx.trace_flags.sampled and not ctx.is_remote
 
 
-def test_remote_parent_goes_through_the_sdk() -> None:
-    spans, exporter = spans_for(0.0)  # would drop every root
-    parent = extract({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
-    span = spans.start("GET /x", parent)
-    assert span.is_recording()  # the parent's sampled flag wins over the 0.0 ratio
+def test_server_span_sets_the_fields_span_init_sets() -> None:
+    provider, _ = provider_for(ALWAYS_ON)
+    tracer = provider.get_tracer("t")
+    sdk = tracer.start_span("GET /x", kind=SpanKind.SERVER)
+    fast = ServerSpans(tracer).start("GET", "/x", None)
+    assert isinstance(fast, SdkSpan)
+    assert set(vars(fast)) == set(vars(sdk))  # an SDK upgrade adding a field fails here
+    for field in ("_kind", "_resource", "_instrumentation_scope", "_limits", "_sampler"):
+        assert getattr(fast, field) == getattr(sdk, field), field
+    assert fast.status.status_code == sdk.status.status_code
+
+
+def test_server_span_is_a_full_sdk_span() -> None:
+    provider, exporter = provider_for(ALWAYS_ON)
+    span = ServerSpans(provider.get_tracer("t")).start("GET", "/x", None)
+    with trace.use_span(span, end_on_exit=False):
+        trace.get_current_span().set_attribute("user.id", "42")  # what route code does
+        child = provider.get_tracer("t").start_span("db")
+        child.end()
+    span.add_event("cache miss", {"key": "k"})
+    span.record_exception(ValueError("boom"))
+    span.set_server_attributes({"http.route": "/x", "http.response.status_code": 200})
+    span.end()
+    span.end()  # a second end is ignored
+    span.set_attribute("late", 1)  # so is a late attribute
+    db, server = exporter.get_finished_spans()
+    assert db.parent == server.context
+    assert dict(server.attributes) == {
+        "user.id": "42",
+        "http.route": "/x",
+        "http.response.status_code": 200,
+    }
+    assert [e.name for e in server.events] == ["cache miss", "exception"]
+
+
+def test_server_attributes_respect_the_span_limits() -> None:
+    limits = SpanLimits(max_span_attributes=2, max_span_attribute_length=3)
+    provider, exporter = provider_for(ALWAYS_ON, limits=limits)
+    span = ServerSpans(provider.get_tracer("t")).start("GET", "/x", None)
+    span.set_server_attributes({"a": "long value", "b": 1, "c": 2})
     span.end()
     (finished,) = exporter.get_finished_spans()
-    assert format(finished.context.trace_id, "032x") == "4bf92f3577b34da6a3ce929d0e0e4736"
-    assert finished.parent is not None and finished.parent.span_id == 0x00F067AA0BA902B7
+    assert dict(finished.attributes) == {"b": 1, "c": 2}  # the oldest dropped, as the SDK does
+    assert finished.dropped_attributes == 1
 
 
-def test_preset_is_used_once() -> None:
-    ids = PresetIdGenerator()
-    ids.preset = 42
-    assert ids.generate_trace_id() == 42
-    assert ids.generate_trace_id() != 42
+class Custom(Sampler):
+    def should_sample(self, *args: object, **kwargs: object) -> object:
+        return ALWAYS_ON.should_sample(*args, **kwargs)
+
+    def get_description(self) -> str:
+        return "custom"
+
+
+@pytest.mark.parametrize(
+    ("sampler", "plan"),
+    [
+        (ALWAYS_OFF, (0, False)),
+        (DEFAULT_ON, (2**64, True)),
+        (TraceIdRatioBased(0.5), (TraceIdRatioBased.get_bound_for_rate(0.5), False)),
+        (Custom(), None),
+        (ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON), None),
+    ],
+)
+def test_sampling_plan(sampler: Sampler, plan: tuple[int, bool] | None) -> None:
+    assert _sampling_plan(sampler) == plan
+
+
+def test_other_samplers_go_through_start_span() -> None:
+    provider, exporter = provider_for(Custom())
+    span = ServerSpans(provider.get_tracer("t")).start("GET", "/x", None)
+    assert type(span) is not ServerSpan and span.is_recording()
+    span.end()
+    assert [s.name for s in exporter.get_finished_spans()] == ["GET /x"]
 
 
 @pytest.mark.parametrize(
     ("sampler", "arg", "expected"),
     [
-        ("parentbased_traceidratio", "0.1", 0.1),
-        ("traceidratio", "1", 1.0),
-        ("traceidratio", "nonsense", 1.0),  # the SDK's own fallback
-        ("parentbased_always_on", "", None),
-        ("traceidratio", "7", None),  # out of range: the SDK decides
+        ("parentbased_traceidratio", "0.1", (TraceIdRatioBased.get_bound_for_rate(0.1), True)),
+        ("traceidratio", "nonsense", (2**64, False)),  # the SDK's own fallback: rate 1.0
+        ("", "", (2**64, True)),  # the SDK's default: parentbased_always_on
     ],
 )
-def test_ratio_from_env(
-    monkeypatch: pytest.MonkeyPatch, sampler: str, arg: str, expected: float | None
+def test_plan_follows_the_sdk_reading_of_the_env(
+    monkeypatch: pytest.MonkeyPatch, sampler: str, arg: str, expected: tuple[int, bool]
 ) -> None:
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    if sampler:
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    else:
+        monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", arg)
-    assert _ratio_from_env() == expected
+    assert _sampling_plan(TracerProvider().sampler) == expected
 
 
 def test_global_provider_untouched() -> None:
-    # spans_for builds private providers; the process-wide one stays the API default.
+    # provider_for builds private providers; the process-wide one stays the API default.
     assert not isinstance(trace.get_tracer_provider(), TracerProvider)
