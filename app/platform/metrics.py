@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from bisect import bisect_left
 from pathlib import Path
+from struct import Struct
 
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.utils import floatToGoString
@@ -34,18 +35,35 @@ DURATION_HELP = "HTTP request duration in seconds, from the first byte in to the
 IN_PROGRESS_HELP = "HTTP requests being served now, by method and route template."
 
 
+_pack_double = Struct("d").pack  # native, as prometheus-client reads it
+
+
 class _Store:
-    """One metric type's file for this process (or a plain dict when not multiprocess)."""
+    """One metric type's file for this process (or a plain dict when not multiprocess).
+
+    Each series' value is written in place: 8 bytes at the position ``MmapedDict`` gave
+    the key when it first wrote it (its timestamp field stays 0, as prometheus-client
+    leaves it), one slice assignment instead of ``write_value``'s two calls and 16 bytes.
+    The mmap is looked up at each write because ``MmapedDict`` replaces it when it grows.
+    """
 
     def __init__(self, directory: str | None, filename: str) -> None:
         self._file = MmapedDict(str(Path(directory) / filename)) if directory else None
         self.values: dict[str, float] = {}
+        self._positions: dict[str, int] = {}
 
     def add(self, key: str, amount: float) -> None:
-        value = self.values.get(key, 0.0) + amount
-        self.values[key] = value
-        if self._file is not None:
-            self._file.write_value(key, value, 0.0)
+        values = self.values
+        value = values[key] = values.get(key, 0.0) + amount
+        file = self._file
+        if file is None:
+            return
+        pos = self._positions.get(key)
+        if pos is None:
+            file.write_value(key, value, 0.0)  # lays the key out in the file
+            self._positions[key] = file._positions[key]
+        else:
+            file._m[pos : pos + 8] = _pack_double(value)
 
 
 class HttpMetrics:
