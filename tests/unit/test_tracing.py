@@ -213,3 +213,25 @@ def test_plan_follows_the_sdk_reading_of_the_env(
 def test_global_provider_untouched() -> None:
     # provider_for builds private providers; the process-wide one stays the API default.
     assert not isinstance(trace.get_tracer_provider(), TracerProvider)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_root_fast_path_draws_the_ids_the_sdk_would(name: str) -> None:
+    """With the SDK's RandomIdGenerator and no parent, ids come from ``random`` directly:
+    the same draws, in the same order, as ``start_span``."""
+    fast_provider, _ = provider_for(SAMPLERS[name])
+    sdk_provider, _ = provider_for(SAMPLERS[name])
+    assert type(fast_provider.id_generator) is RandomIdGenerator
+    spans = ServerSpans(fast_provider.get_tracer("t"))
+    tracer = sdk_provider.get_tracer("t")
+    for seed in range(300):
+        random.seed(seed)
+        fast = spans.start("GET", "/x", None)
+        random.seed(seed)
+        sdk = tracer.start_span("GET /x", kind=SpanKind.SERVER)
+        assert fast.get_span_context() == sdk.get_span_context()
+        assert fast.get_span_context().is_valid and not fast.get_span_context().is_remote
+        assert fast.get_span_context().trace_state == sdk.get_span_context().trace_state
+        assert fast.is_recording() == sdk.is_recording()
+        fast.end()
+        sdk.end()
