@@ -11,15 +11,45 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.types import ASGIApp
 
 from app.platform import lifecycle, tracing
-from app.platform.errors import install_error_handlers
+from app.platform.errors import install_error_handlers, unhandled
 from app.platform.health import ReadinessRegistry, health_router
 from app.platform.logging import access_log, configure_logging, get_logger
 from app.platform.metrics import http_metrics
 from app.platform.middleware import PlatformMiddleware
 from app.platform.openapi import document_problem_responses
 from app.platform.settings import Settings
+
+
+class PlatformFastAPI(FastAPI):
+    """FastAPI without the outer layers ``PlatformMiddleware`` already stands in for.
+
+    FastAPI wraps every app in ``ServerErrorMiddleware`` (turns an unhandled exception into
+    a 500 through the app's 500/``Exception`` handler), ``ExceptionTelemetryMiddleware``
+    (FastAPI's native telemetry, off here) and ``AppBodyLimitMiddleware`` (FastAPI's own
+    ``max_body_size``, unset here). ``PlatformMiddleware`` already answers an unhandled
+    exception with the same problem document ``errors.unhandled`` renders, and enforces
+    ``APP_MAX_BODY_BYTES``; the three layers cost about 3 us per request under load
+    (README, "Performance"). They are kept whenever they would do something: a team's
+    own 500/``Exception`` handler, ``debug=True`` or a FastAPI ``max_body_size``.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        handlers = dict(self.exception_handlers)
+        error_handler = handlers.pop(500, None) or handlers.pop(Exception, None)
+        handlers.pop(Exception, None)
+        if self.debug or self.max_body_size is not None or error_handler not in (None, unhandled):
+            return super().build_middleware_stack()
+        app: ASGIApp = ExceptionMiddleware(
+            AsyncExitStackMiddleware(self.router), handlers=handlers, debug=False
+        )
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return app
 
 
 class PlatformApp(PlatformMiddleware):
@@ -58,7 +88,7 @@ def create_app(
             tracing.shutdown_tracing()
 
     docs = settings.docs_enabled
-    api = FastAPI(
+    api = PlatformFastAPI(
         title=title,
         version=version,
         lifespan=lifespan,

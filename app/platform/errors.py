@@ -71,7 +71,7 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
     return problem_response(422, "the request does not match the schema", {"errors": errors})
 
 
-async def _unhandled(_: Request, __: Exception) -> Response:
+async def unhandled(_: Request, __: Exception) -> Response:
     # No exception text here: the middleware logs the traceback with the request id.
     return problem_response(500, UNEXPECTED_ERROR)
 
@@ -79,4 +79,4 @@ async def _unhandled(_: Request, __: Exception) -> Response:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(Exception, _unhandled)
+    app.add_exception_handler(Exception, unhandled)
