@@ -129,8 +129,9 @@ class HttpMetrics:
         """Count the finished request (labelled with the final route) and end in-progress."""
         self._gauges.add(started[0], -1.0)
         _, total, buckets = self._keys_for(method, route)
-        self._histograms.add(buckets[bisect_left(self._bounds, seconds)], 1.0)
-        self._histograms.add(total, seconds)
+        histograms = self._histograms
+        histograms.add(buckets[bisect_left(self._bounds, seconds)], 1.0)
+        histograms.add(total, seconds)
         ckey = (method, route, status)
         key = self._count_keys.get(ckey)
         if key is None:
@@ -153,8 +154,3 @@ def http_metrics() -> HttpMetrics:
     if _shared is None:
         _shared = HttpMetrics()
     return _shared
-
-
-def normalize_method(method: str) -> str:
-    """Bound the ``method`` label's cardinality: unknown verbs share one value."""
-    return method if method in KNOWN_METHODS else OTHER_METHOD

@@ -19,7 +19,7 @@ Probes produce no span and no access line; they are counted in the metrics.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import lru_cache
 from random import getrandbits
 from time import perf_counter
@@ -27,7 +27,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, Status, StatusCode
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.platform.context import request_id_var
 from app.platform.errors import PROBLEM_JSON, UNEXPECTED_ERROR, problem_body
 from app.platform.health import PROBE_PATHS
-from app.platform.metrics import HttpMetrics, normalize_method
+from app.platform.metrics import KNOWN_METHODS, OTHER_METHOD, HttpMetrics
 from app.platform.tracing import ServerSpan, ServerSpans
 
 UNMATCHED_ROUTE = "unmatched"
@@ -159,7 +159,7 @@ class PlatformMiddleware:
         rid_token = request_id_var.set(rid)
 
         route = self._resolve(method, path)
-        label_method = normalize_method(method)
+        label_method = method if method in KNOWN_METHODS else OTHER_METHOD
         metrics = self._metrics
         started_keys = metrics.start(label_method, route)
         probe = path in PROBE_PATHS
@@ -170,7 +170,9 @@ class PlatformMiddleware:
         status = 500
         started = False
 
-        async def send_with_headers(message: Message) -> None:
+        def send_with_headers(message: Message) -> Awaitable[None]:
+            # A plain function handing back the server's awaitable: no coroutine of its
+            # own for each of the two messages of a response.
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -182,7 +184,7 @@ class PlatformMiddleware:
                         break
                 else:
                     message["headers"] = [*headers, _NO_STORE, *extra_headers]
-            await send(message)
+            return send(message)
 
         span = span_token = None
         if tracer is not None and not probe:
@@ -230,11 +232,12 @@ class PlatformMiddleware:
             metrics.finish(started_keys, label_method, route, status, duration)
             trace_id = span_id = None
             if span is not None:
-                if span.is_recording():
-                    _finish_recording_span(span, scope, route, status, error)
-                    ctx = span.get_span_context()
-                    trace_id, span_id = ctx.trace_id, ctx.span_id
-                span.end()
+                if type(span) is not NonRecordingSpan:  # (whose end() does nothing)
+                    if span.is_recording():
+                        _finish_recording_span(span, scope, route, status, error)
+                        ctx = span.get_span_context()
+                        trace_id, span_id = ctx.trace_id, ctx.span_id
+                    span.end()
                 otel_context.detach(span_token)
             if (self._access_log and not probe) or (error is not None and status >= 500):
                 if isinstance(error, BodyTooLarge):  # a client error, answered with a 413
