@@ -207,9 +207,9 @@ class AccessLog:
         error: BaseException | None,
     ) -> None:
         """The access line of one request: info, warning for a 5xx, error with traceback."""
+        row = (method, path, route, status, seconds, client, request_id, trace_id, span_id)
         if error is None and status < 500 and self._fast:
             if self._enabled:
-                row = (method, path, route, status, seconds, client, request_id, trace_id, span_id)
                 rows = self._rows
                 rows.append((time.time(), row))
                 if len(rows) == 1:
@@ -220,10 +220,7 @@ class AccessLog:
                 elif len(rows) >= FLUSH_ROWS:
                     self.flush()
             return
-        fields = _request_fields(method, path, route, status, seconds, client, request_id)
-        if trace_id is not None:
-            fields["trace_id"] = f"{trace_id:032x}"
-            fields["span_id"] = f"{span_id:016x}"
+        fields = _request_fields(row)
         if error is not None:
             self._slow.error("request", exc_info=error, **fields)
         elif status >= 500:
@@ -241,11 +238,8 @@ class AccessLog:
         dumps = orjson.dumps
         option = orjson.OPT_APPEND_NEWLINE
         lines = []
-        for now, (method, path, route, status, seconds, client, rid, trace_id, span_id) in rows:
-            fields = _request_fields(method, path, route, status, seconds, client, rid)
-            if trace_id is not None:
-                fields["trace_id"] = f"{trace_id:032x}"
-                fields["span_id"] = f"{span_id:016x}"
+        for now, row in rows:
+            fields = _request_fields(row)
             fields["event"] = "request"
             fields["logger"] = "app.access"
             fields["level"] = "info"
@@ -255,16 +249,10 @@ class AccessLog:
         self._buffer.flush()
 
 
-def _request_fields(
-    method: str,
-    path: str,
-    route: str,
-    status: int,
-    seconds: float,
-    client: tuple[str, int] | None,
-    request_id: str,
-) -> dict[str, Any]:
-    return {
+def _request_fields(row: tuple[Any, ...]) -> dict[str, Any]:
+    """The access line's own fields, from the row ``AccessLog.request`` keeps."""
+    method, path, route, status, seconds, client, request_id, trace_id, span_id = row
+    fields = {
         "method": method,
         "path": path,
         "route": route,
@@ -273,6 +261,10 @@ def _request_fields(
         "client_ip": client[0] if client else None,
         "request_id": request_id,
     }
+    if trace_id is not None:
+        fields["trace_id"] = f"{trace_id:032x}"
+        fields["span_id"] = f"{span_id:016x}"
+    return fields
 
 
 _access_log: AccessLog | None = None
