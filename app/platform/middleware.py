@@ -306,7 +306,6 @@ def _finish_recording_span(
     semantic conventions ask for redaction, and the route template says what was called.
     """
     method = scope["method"]
-    span.update_name(f"{method} {route}")  # the route FastAPI matched, known only now
     client = scope.get("client")
     server = scope.get("server")
     attributes: dict[str, Any] = {
@@ -326,9 +325,11 @@ def _finish_recording_span(
         if name == b"user-agent":
             attributes["user_agent.original"] = value.decode("latin-1")
             break
-    if type(span) is ServerSpan:
-        span.set_server_attributes(attributes)
+    name = f"{method} {route}"  # the route FastAPI matched, known only now
+    if isinstance(span, ServerSpan):
+        span.finish_server(name, attributes)
     else:
+        span.update_name(name)
         span.set_attributes(attributes)
     if error is not None:
         span.record_exception(error)

@@ -48,79 +48,92 @@ _spans: ServerSpans | None = None
 class ServerSpan(sdk_trace.Span):
     """A sampled server span: the SDK's ``Span``, built without ``Tracer.start_span``.
 
-    It is the SDK class, so everything after the start is the SDK's own code: attributes
-    and their limits, events, ``record_exception``, status, ``end`` handing a
-    ``ReadableSpan`` to the span processors, and export. Only the construction is
-    shortened: ``Span.__init__`` validates and copies arguments a server span never has
-    (initial attributes, events, links), and ``start_span`` asks the sampler a question
-    ``ServerSpans`` has already answered. ``tests/unit/test_tracing.py`` checks that this
-    sets exactly the fields ``Span.__init__`` sets, so an SDK upgrade cannot slip past.
+    It is the SDK class, so what a route does with it is the SDK's own code: attributes and
+    their limits, events, ``record_exception``, status, child spans, the span processors and
+    the exporter. Only what the request path itself pays is shortened, because a sampled
+    request (one in ten at ratio 0.1) runs this code cold and pays several times its
+    micro-benchmark (README, "Performance"):
+
+    - ``ServerSpans`` makes one subclass per tracer holding the tracer's constants
+      (resource, scope, limits, processors) as class attributes; a span sets five fields;
+    - the attribute, event and link containers are built on first use (``__getattr__``):
+      a span that no route touches never builds them;
+    - the middleware hands its name and HTTP attributes over in one call
+      (:meth:`finish_server`); they are stored as given (known-valid ``str``/``int``
+      values) unless a route added attributes or a length limit is set, in which case
+      they go through ``BoundedAttributes`` like any other;
+    - ``end`` hands the span itself to the processors, without ``Span.end``'s
+      ``ReadableSpan`` copy: nothing can change it once ended.
+
+    ``tests/unit/test_tracing.py`` checks that every field ``Span.__init__`` sets is there,
+    so an SDK upgrade cannot slip past.
     """
+
+    _kind = SpanKind.SERVER
+    _status = _UNSET
+    _end_time: int | None = None
+    _trace_config = None
+    _record_exception = True
+    _set_status_on_exception = True
+    _record_end_metrics = None
+    # Set on the per-tracer subclass (ServerSpans.__init__).
+    _limits: Any
+    _plain_attributes_ok = False
 
     def __init__(
         self,
-        tracer: sdk_trace.Tracer,
         name: str,
         context: SpanContext,
         parent: SpanContext | None,
         parent_context: Context | None,
     ) -> None:
-        limits = tracer._span_limits
         self._name = name
         self._context = context
-        self._kind = SpanKind.SERVER
-        self._instrumentation_info = tracer.instrumentation_info
-        self._instrumentation_scope = tracer._instrumentation_scope
         self._parent = parent
-        self._end_time = None
-        self._resource = tracer.resource
-        self._status = _UNSET
-        self._sampler = tracer.sampler
-        self._trace_config = None
-        self._record_exception = True
-        self._set_status_on_exception = True
-        self._span_processor = tracer.span_processor
-        self._limits = limits
         self._lock = threading.Lock()
-        self._attributes = BoundedAttributes(
-            limits.max_span_attributes,
-            immutable=False,
-            max_value_len=limits.max_span_attribute_length,
-        )
-        self._events = BoundedList(limits.max_events)
-        self._links = BoundedList(limits.max_links)
-        self._record_end_metrics = None
+        self._server_attributes: dict[str, Any] | None = None
         self._start_time = time_ns()
         self._span_processor.on_start(self, parent_context=parent_context)
 
-    def set_server_attributes(self, attributes: dict[str, str | int]) -> None:
-        """The middleware's HTTP attributes, known-valid ``str``/``int`` values: stored
-        without ``BoundedAttributes``' per-value cleaning (~0.7 us each), within its limit."""
-        with self._lock:
-            target = self._attributes
-            maxlen = target.maxlen
-            if self._end_time is not None or (
-                maxlen is not None and len(target) + len(attributes) > maxlen
-            ):
-                fast = False
-            else:
-                fast = target.max_value_len is None or all(
-                    type(v) is not str or len(v) <= target.max_value_len
-                    for v in attributes.values()
-                )
-                if fast:
-                    target._dict.update(attributes)
-        if not fast:
-            self.set_attributes(attributes)
+    def __getattr__(self, name: str) -> Any:
+        """Builds ``_attributes``, ``_events`` or ``_links`` on first use. (Not under
+        ``_lock``: the SDK reads them while holding it. Two threads touching a fresh span
+        at the same instant could each build one; spans are used from one task.)"""
+        limits = self._limits
+        if name == "_attributes":
+            value: Any = BoundedAttributes(
+                limits.max_span_attributes,
+                immutable=False,
+                max_value_len=limits.max_span_attribute_length,
+            )
+        elif name == "_events":
+            value = BoundedList(limits.max_events)
+        elif name == "_links":
+            value = BoundedList(limits.max_links)
+        else:
+            raise AttributeError(name)
+        setattr(self, name, value)
+        return value
+
+    def finish_server(self, name: str, attributes: dict[str, Any]) -> None:
+        """The final name (with the matched route) and the HTTP attributes, set at once."""
+        if self._end_time is None:
+            self._name = name
+            self._server_attributes = attributes
 
     def end(self, end_time: int | None = None) -> None:
-        """``Span.end`` minus its ``ReadableSpan`` copy: the processors get the span itself,
-        which nothing can change once ended (every setter checks ``_end_time``)."""
         with self._lock:
             if self._end_time is not None:
                 return
             self._end_time = end_time if end_time is not None else time_ns()
-            self._attributes._immutable = True
+            server = self._server_attributes
+            added = self.__dict__.get("_attributes")
+            if added is None and server is not None and self._plain_attributes_ok:
+                self._attributes = server  # read as a plain mapping, as ReadableSpan allows
+            else:
+                if server:
+                    self._attributes._set_items(server)  # cleaned and bounded
+                self._attributes._immutable = True
         self._span_processor._on_ending(self)
         self._span_processor.on_end(self)
 
@@ -180,6 +193,22 @@ class ServerSpans:
         self._root_flags = (TraceFlags(random_flag), TraceFlags(random_flag | TraceFlags.SAMPLED))
         # The SDK's own generator is getrandbits() redrawn while 0: inlined below.
         self._random_ids = type(self._ids) is RandomIdGenerator
+        limits = tracer._span_limits
+        self._span_class = type(
+            "ServerSpan",
+            (ServerSpan,),
+            {
+                "__module__": __name__,
+                "_instrumentation_info": tracer.instrumentation_info,
+                "_instrumentation_scope": tracer._instrumentation_scope,
+                "_resource": tracer.resource,
+                "_sampler": tracer.sampler,
+                "_span_processor": tracer.span_processor,
+                "_limits": limits,
+                "_plain_attributes_ok": limits.max_span_attribute_length is None
+                and (limits.max_span_attributes is None or limits.max_span_attributes >= 16),
+            },
+        )
 
     def start(self, method: str, route: str, parent: Context | None) -> Span:
         """The server span of one request; its name, ``"{method} {route}"``, is only built
@@ -202,7 +231,7 @@ class ServerSpans:
             context = _valid_local_context(trace_id, span_id, self._root_flags[sampled])
             if not sampled:
                 return NonRecordingSpan(context)
-            return ServerSpan(self._tracer, f"{method} {route}", context, None, None)
+            return self._span_class(f"{method} {route}", context, None, None)
         ids = self._ids
         remote = trace.get_current_span(parent).get_span_context() if parent else None
         if remote is None or not remote.is_valid:
@@ -225,7 +254,7 @@ class ServerSpans:
         )
         if not sampled:
             return NonRecordingSpan(context)
-        return ServerSpan(self._tracer, f"{method} {route}", context, remote, parent)
+        return self._span_class(f"{method} {route}", context, remote, parent)
 
 
 def tracing_config_error() -> str | None:

@@ -86,7 +86,10 @@ def test_fast_path_matches_start_span(name: str) -> None:
             )
             assert fast.is_recording() == sdk.is_recording()
             assert fast.get_span_context() == sdk.get_span_context()
-            assert type(fast) is (ServerSpan if sdk.is_recording() else type(sdk))
+            if sdk.is_recording():
+                assert isinstance(fast, ServerSpan)
+            else:
+                assert type(fast) is type(sdk)
             fast.end()
             sdk.end()
             assert len(fast_exported.get_finished_spans()) == len(sdk_exported.get_finished_spans())
@@ -115,15 +118,18 @@ def test_ratio_decisions_follow_the_trace_id() -> None:
     assert exported == {s.get_span_context().trace_id for s in recorded}
 
 
-def test_server_span_sets_the_fields_span_init_sets() -> None:
+def test_server_span_has_every_field_span_init_sets() -> None:
     provider, _ = provider_for(ALWAYS_ON)
     tracer = provider.get_tracer("t")
     sdk = tracer.start_span("GET /x", kind=SpanKind.SERVER)
     fast = ServerSpans(tracer).start("GET", "/x", None)
     assert isinstance(fast, SdkSpan)
-    assert set(vars(fast)) == set(vars(sdk))  # an SDK upgrade adding a field fails here
+    assert "_attributes" not in vars(fast)  # built only when used (here by hasattr below)
+    for field in vars(sdk):  # an SDK upgrade adding a field fails here
+        assert hasattr(fast, field), field
     for field in ("_kind", "_resource", "_instrumentation_scope", "_limits", "_sampler"):
         assert getattr(fast, field) == getattr(sdk, field), field
+    assert fast._span_processor is sdk._span_processor
     assert fast.status.status_code == sdk.status.status_code
 
 
@@ -136,7 +142,7 @@ def test_server_span_is_a_full_sdk_span() -> None:
         child.end()
     span.add_event("cache miss", {"key": "k"})
     span.record_exception(ValueError("boom"))
-    span.set_server_attributes({"http.route": "/x", "http.response.status_code": 200})
+    span.finish_server("GET /x", {"http.route": "/x", "http.response.status_code": 200})
     span.end()
     span.end()  # a second end is ignored
     span.set_attribute("late", 1)  # so is a late attribute
@@ -150,15 +156,40 @@ def test_server_span_is_a_full_sdk_span() -> None:
     assert [e.name for e in server.events] == ["cache miss", "exception"]
 
 
-def test_server_attributes_respect_the_span_limits() -> None:
+def test_server_attributes_alone_are_stored_as_given() -> None:
+    provider, exporter = provider_for(ALWAYS_ON)
+    span = ServerSpans(provider.get_tracer("t")).start("GET", "/{id}", None)
+    span.finish_server("GET /items/{id}", {"http.route": "/items/{id}", "server.port": 80})
+    span.end()
+    span.finish_server("GET /late", {"late": 1})  # after the end: ignored
+    (finished,) = exporter.get_finished_spans()
+    assert finished.name == "GET /items/{id}"
+    assert dict(finished.attributes) == {"http.route": "/items/{id}", "server.port": 80}
+    assert finished.dropped_attributes == 0 and finished.events == ()
+
+
+@pytest.mark.parametrize("route_sets_one", [False, True])
+def test_server_attributes_respect_the_span_limits(route_sets_one: bool) -> None:
     limits = SpanLimits(max_span_attributes=2, max_span_attribute_length=3)
     provider, exporter = provider_for(ALWAYS_ON, limits=limits)
     span = ServerSpans(provider.get_tracer("t")).start("GET", "/x", None)
-    span.set_server_attributes({"a": "long value", "b": 1, "c": 2})
+    if route_sets_one:
+        span.set_attribute("user", "someone")
+    span.finish_server("GET /x", {"a": "long value", "b": 1, "c": 2})
     span.end()
     (finished,) = exporter.get_finished_spans()
     assert dict(finished.attributes) == {"b": 1, "c": 2}  # the oldest dropped, as the SDK does
-    assert finished.dropped_attributes == 1
+    assert finished.dropped_attributes == 2 if route_sets_one else 1
+
+
+def test_truncation_limit_applies_to_server_attributes() -> None:
+    limits = SpanLimits(max_span_attribute_length=4)
+    provider, exporter = provider_for(ALWAYS_ON, limits=limits)
+    span = ServerSpans(provider.get_tracer("t")).start("GET", "/x", None)
+    span.finish_server("GET /x", {"user_agent.original": "Mozilla/5.0", "server.port": 80})
+    span.end()
+    (finished,) = exporter.get_finished_spans()
+    assert dict(finished.attributes) == {"user_agent.original": "Mozi", "server.port": 80}
 
 
 class Custom(Sampler):
