@@ -137,7 +137,7 @@ def main() -> int:
             f"-c{args.connections} -d{args.duration}s; {args.rounds} rounds, order rotated"
         )
         for r in range(args.rounds):
-            order = targets[r % 3 :] + targets[: r % 3]
+            order = targets[r % len(targets) :] + targets[: r % len(targets)]
             for t in order:
                 rps, p99 = run_wrk(t.port, args.duration, args.connections, args.threads)
                 t.rps.append(rps)

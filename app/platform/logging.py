@@ -167,7 +167,7 @@ class AccessLog:
 
     JSON format takes a hand-rolled path: the same fields, key names and timestamp format as
     the structlog pipeline above, rendered by ``orjson.dumps``. Through structlog a line
-    cost about 24 us (``timeit``; TimeStamper and JSONRenderer alone ~10 us). Here a request
+    costs 9.4 us against 2.5 us here, both hot (``bench/micro.py``). Here a request
     only appends its fields as a tuple; the lines are rendered and written together at
     most ``FLUSH_SECONDS`` later (or every ``FLUSH_ROWS`` requests, or at shutdown), in
     one tight loop and one ``write`` syscall. The same rendering done inside each request

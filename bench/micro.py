@@ -1,0 +1,154 @@
+"""Micro-benchmarks behind the hand-written hot paths (``timeit``, best of 5, µs per item).
+
+    .venv/bin/python bench/micro.py
+
+Each pair puts the library's way next to the kit's, in one process:
+- OTLP encoding of a server span: ``encode_spans(...).SerializePartialToString()``
+  (opentelemetry-exporter-otlp-proto-common) vs ``app.platform.otlp_encoding``;
+- a sampled server span's life (start, name and HTTP attributes, end into a batch
+  processor): ``Tracer.start_span`` vs ``ServerSpans``/``ServerSpan``;
+- an unsampled root span: ``Tracer.start_span`` vs ``ServerSpans``;
+- one access line: structlog's JSON pipeline vs ``AccessLog`` (rendered in a batch).
+
+These run hot in a tight loop; inside a request the same code runs cold and costs several
+times as much (``bench/inprocess.py`` and ``make bench`` measure that).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+import timeit
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+    InMemorySpanExporter,
+)
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+from opentelemetry.trace import SpanKind
+
+from app.platform.logging import AccessLog, configure_logging, get_logger
+from app.platform.otlp_encoding import encode_export_request
+from app.platform.tracing import ServerSpan, ServerSpans
+
+ROUTE = "/api/v1/hello"
+ATTRIBUTES: dict[str, Any] = {
+    "http.request.method": "GET",
+    "http.route": ROUTE,
+    "url.path": ROUTE,
+    "url.scheme": "http",
+    "network.protocol.version": "1.1",
+    "http.response.status_code": 200,
+    "client.address": "127.0.0.1",
+    "server.address": "127.0.0.1",
+    "server.port": 8000,
+    "user_agent.original": "wrk",
+}
+
+
+def best(func: Any, number: int, per: int = 1) -> float:
+    """Best of 5 runs, in µs per item."""
+    return min(timeit.repeat(func, number=number, repeat=5)) / number / per * 1e6
+
+
+class _Discard(SpanExporter):
+    def export(self, spans: Any) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def encoding() -> tuple[float, float]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"process.pid": 1}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("bench")
+    for _ in range(256):
+        tracer.start_span(f"GET {ROUTE}", kind=SpanKind.SERVER, attributes=ATTRIBUTES).end()
+    spans = memory.get_finished_spans()
+    official = best(lambda: encode_spans(spans).SerializePartialToString(), 20, len(spans))
+    ours = best(lambda: encode_export_request(spans), 20, len(spans))
+    return official, ours
+
+
+def span_life(sampler: Any) -> tuple[float, float]:
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(
+        BatchSpanProcessor(_Discard(), max_queue_size=1 << 20, schedule_delay_millis=60_000)
+    )
+    tracer = provider.get_tracer("bench")
+    spans = ServerSpans(tracer)
+
+    def sdk() -> None:
+        span = tracer.start_span(f"GET {ROUTE}", kind=SpanKind.SERVER)
+        if span.is_recording():
+            span.update_name(f"GET {ROUTE}")
+            span.set_attributes(ATTRIBUTES)
+        span.end()
+
+    def kit() -> None:
+        span = spans.start("GET", ROUTE, None)
+        if isinstance(span, ServerSpan):
+            span.finish_server(f"GET {ROUTE}", dict(ATTRIBUTES))
+            span.end()
+
+    result = best(sdk, 20_000), best(kit, 20_000)
+    provider.shutdown()
+    return result
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.buffer = io.BytesIO()
+
+    def write(self, text: str) -> int:
+        self.buffer.seek(0)
+        return len(text)
+
+    def flush(self) -> None:
+        self.buffer.seek(0)
+        self.buffer.truncate()
+
+
+def access_line() -> tuple[float, float]:
+    sink = _Sink()
+    configure_logging("info", "json", sink)
+    structlog_logger = get_logger("app.access")
+    fields = {"method": "GET", "path": ROUTE, "route": ROUTE, "status": 200}
+    fields |= {"duration_ms": 1.234, "client_ip": "127.0.0.1", "request_id": "f" * 32}
+    via_structlog = best(lambda: structlog_logger.info("request", **fields), 20_000)
+    log = AccessLog("json", "info", sink)
+    row = ("GET", ROUTE, ROUTE, 200, 0.001234, ("127.0.0.1", 5555), "f" * 32, None, None)
+    rows = [(time.time(), row)] * 64
+
+    def batch() -> None:
+        log._rows = list(rows)
+        log.flush()
+
+    return via_structlog, best(batch, 2_000, len(rows))
+
+
+def main() -> None:
+    print(f"{'what':44} {'library':>9} {'kit':>9}   (µs per item, best of 5)")
+    for label, (theirs, ours) in (
+        ("OTLP protobuf encoding, per span", encoding()),
+        ("sampled server span: start, attributes, end", span_life(ALWAYS_ON)),
+        ("unsampled root span", span_life(ALWAYS_OFF)),
+        ("access line (kit: rendered in a batch of 64)", access_line()),
+    ):
+        print(f"{label:44} {theirs:9.2f} {ours:9.2f}   x{theirs / ours:.1f}")
+
+
+if __name__ == "__main__":
+    main()
