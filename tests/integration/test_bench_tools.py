@@ -1,0 +1,32 @@
+"""The benchmark helpers run and print their figures (a smoke run; no timing asserted)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_micro_compares_each_hot_path() -> None:
+    out = run("bench/micro.py", "--quick")
+    rows = re.findall(r"^(.+?)\s+([\d.]+)\s+([\d.]+)\s+x([\d.]+)$", out, re.M)
+    assert len(rows) == 4, out
+    assert all(float(lib) > 0 and float(kit) > 0 for _, lib, kit, _ in rows)
+
+
+def test_inprocess_serves_both_apps() -> None:
+    out = run("bench/inprocess.py", "--rounds", "1", "--requests", "32")
+    figures = dict(re.findall(r"^\s+(bare|hardened)\s+([\d.]+) us$", out, re.M))
+    assert set(figures) == {"bare", "hardened"}, out
+    assert re.search(r"^bare / hardened = \d\.\d{3}$", out, re.M), out
