@@ -39,10 +39,14 @@ class PlatformFastAPI(FastAPI):
     """
 
     def build_middleware_stack(self) -> ASGIApp:
-        handlers = dict(self.exception_handlers)
-        error_handler = handlers.pop(500, None) or handlers.pop(Exception, None)
-        handlers.pop(Exception, None)
-        if self.debug or self.max_body_size is not None or error_handler not in (None, unhandled):
+        # The same split FastAPI's own build_middleware_stack makes.
+        handlers = {}
+        for key, handler in self.exception_handlers.items():
+            if key not in (500, Exception):
+                handlers[key] = handler
+            elif handler is not unhandled:
+                return super().build_middleware_stack()  # a team's own 500 handler
+        if self.debug or self.max_body_size is not None:
             return super().build_middleware_stack()
         app: ASGIApp = ExceptionMiddleware(
             AsyncExitStackMiddleware(self.router), handlers=handlers, debug=False

@@ -200,9 +200,7 @@ class PlatformMiddleware:
             else:
                 self.in_flight += 1
         try:
-            if probe:
-                await self.app(scope, receive, send_with_headers)
-            elif shed:
+            if shed:
                 await _send_problem(
                     send_with_headers,
                     503,
