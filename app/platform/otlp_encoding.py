@@ -2,11 +2,10 @@
 
 The exporter's own encoder (``opentelemetry-exporter-otlp-proto-common``) builds one
 protobuf object per span, attribute and value, and hashes each span's ``Resource`` through
-``json.dumps`` to group them: about 57 us per server span on these machines, spent in the
-worker's export thread and so taken from request handling (``make bench --breakdown`` and
-the README's performance section). This module writes the same ``ExportTraceServiceRequest``
-wire format straight into bytes (about 10 us per span) and encodes each resource and
-scope once per batch.
+``json.dumps`` to group them: about 52 us per server span on these machines, spent in the
+worker's export thread and so taken from request handling. This module writes the same
+``ExportTraceServiceRequest`` wire format straight into bytes (about 10.6 us per span;
+both figures from ``bench/micro.py``) and encodes each resource and scope once per batch.
 
 ``tests/unit/test_otlp_encoding.py`` holds it to the official encoder: both outputs are
 parsed with the ``opentelemetry-proto`` classes and must be equal message for message.

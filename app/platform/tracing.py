@@ -178,8 +178,8 @@ class ServerSpans:
     ``trace_id & (2**64 - 1) < bound`` (a fixed ``bound`` for ``always_on``/``always_off``);
     for a remote parent under a ``parentbased_`` sampler, the parent's sampled flag. An
     unsampled span (90% at ratio 0.1) is then a ``NonRecordingSpan`` and a sampled one a
-    ``ServerSpan``, both without ``Tracer.start_span`` (about 28 us per span, and 2-3x that
-    under load, measured with ``make bench --breakdown``). Ids, trace flags and trace state
+    ``ServerSpan``, both without ``Tracer.start_span`` (``bench/micro.py``: 7.3 against
+    1.8 us unsampled, 24.5 against 5.9 us sampled, hot). Ids, trace flags and trace state
     are the ones ``start_span`` would give; ``tests/unit/test_tracing.py`` compares the two
     on the same trace ids. Any other sampler goes through ``start_span``.
     """
