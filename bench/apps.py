@@ -49,3 +49,14 @@ async def raw(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
     await send({"type": "http.response.body", "body": _BODY})
+
+
+def hardened_tracing_env(endpoint: str, service: str, ratio: str = "0.1") -> dict[str, str]:
+    """The hardened service's tracing in the benchmarks: ``parentbased_traceidratio``
+    (0.1 by default, as the issue specifies) exporting to ``endpoint``."""
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_SERVICE_NAME": service,
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": ratio,
+    }

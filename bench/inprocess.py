@@ -133,17 +133,11 @@ def main() -> int:
     parser.add_argument("--ratio", default="0.1", help="trace sampling ratio of the hardened app")
     args = parser.parse_args()
 
+    from bench.apps import hardened_tracing_env
     from tests.support.otlp import OtlpReceiver
 
     sink = OtlpReceiver(defer_decode=True).start()
-    os.environ.update(
-        {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
-            "OTEL_SERVICE_NAME": "bench-inprocess",
-            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-            "OTEL_TRACES_SAMPLER_ARG": args.ratio,
-        }
-    )
+    os.environ.update(hardened_tracing_env(sink.endpoint, "bench-inprocess", args.ratio))
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bench-metrics-"))
     stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # the access lines
     try:

@@ -29,6 +29,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.apps import hardened_tracing_env  # noqa: E402
 from tests.support.otlp import OtlpReceiver  # noqa: E402
 from tests.support.server import GunicornServer, wait_for  # noqa: E402
 
@@ -110,12 +111,7 @@ def main() -> int:
         return 2
 
     sink = OtlpReceiver(defer_decode=True).start()
-    tracing = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
-        "OTEL_SERVICE_NAME": "bench-hardened",
-        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-        "OTEL_TRACES_SAMPLER_ARG": "0.1",
-    }
+    tracing = hardened_tracing_env(sink.endpoint, "bench-hardened")
     targets = [
         Target("hardened", "app.main:app", tracing),
         Target("bare", "bench.apps:bare", {}),
