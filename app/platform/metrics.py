@@ -8,11 +8,14 @@ shows the exact sum over all workers, including workers that have since died.
 
 Why not ``Counter.labels(...).inc()``: in multiprocess mode each ``inc``/``observe`` takes
 a lock, checks the pid and goes through several layers; five of them per request cost
-about 10 us here (``timeit``, README "Performance"), a fifth of the whole budget. This
-module keeps each value as a float and stores it in place, 8 bytes at the key's position
-in the file (``_Store.add``): about 2 us for the five, in ``timeit``. It is safe without a
-lock because a UvicornWorker updates metrics only from its event-loop thread. Without
-``PROMETHEUS_MULTIPROC_DIR`` (tests in one process) the values simply stay in memory.
+about 10 us here (``timeit``, README "Performance"), a fifth of the whole budget. Here
+each file is seen through a ``memoryview`` cast to doubles, and each series is an index
+into it, worked out once per (method, route, status): a request does five in-place
+``view[i] += x`` (C-level 8-byte reads and writes at the value's position in the file,
+where prometheus-client's own ``write_value`` would put it). That is safe without a lock
+because a UvicornWorker updates metrics only from its event-loop thread, and each 8-byte
+aligned store is a single write the master's reader sees whole. Without
+``PROMETHEUS_MULTIPROC_DIR`` (tests in one process) the values live in a plain list.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import os
 from bisect import bisect_left
 from pathlib import Path
-from struct import Struct
+from typing import Any, NamedTuple
 
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.utils import floatToGoString
@@ -35,35 +38,47 @@ DURATION_HELP = "HTTP request duration in seconds, from the first byte in to the
 IN_PROGRESS_HELP = "HTTP requests being served now, by method and route template."
 
 
-_pack_double = Struct("d").pack  # native, as prometheus-client reads it
-
-
 class _Store:
-    """One metric type's file for this process (or a plain dict when not multiprocess).
+    """One metric type's values for this process: ``view[slot(key)]`` is the key's value.
 
-    Each series' value is written in place: 8 bytes at the position ``MmapedDict`` gave
-    the key when it first wrote it (its timestamp field stays 0, as prometheus-client
-    leaves it), one slice assignment instead of ``write_value``'s two calls and 16 bytes.
-    The mmap is looked up at each write because ``MmapedDict`` replaces it when it grows.
+    Multiprocess: ``view`` is the worker's own prometheus-client file (``MmapedDict``)
+    cast to doubles; ``slot`` lays a new key out through ``MmapedDict`` itself (its
+    timestamp field stays 0, as prometheus-client leaves it) and returns the value's
+    index (every value sits 8-byte aligned). ``MmapedDict`` maps the file anew when it
+    grows, so the view is refreshed then; the older mapping stays valid for the keys it
+    covers (the same shared file pages). Single process: a list of floats.
     """
 
     def __init__(self, directory: str | None, filename: str) -> None:
         self._file = MmapedDict(str(Path(directory) / filename)) if directory else None
-        self.values: dict[str, float] = {}
-        self._positions: dict[str, int] = {}
+        self._slots: dict[str, int] = {}
+        self.view: Any = memoryview(self._file._m).cast("d") if self._file else []
 
-    def add(self, key: str, amount: float) -> None:
-        values = self.values
-        value = values[key] = values.get(key, 0.0) + amount
+    def slot(self, key: str) -> int:
+        """The index of ``key``'s value in :attr:`view`, created at 0.0 on first use."""
+        slot = self._slots.get(key)
+        if slot is not None:
+            return slot
         file = self._file
         if file is None:
-            return
-        pos = self._positions.get(key)
-        if pos is None:
-            file.write_value(key, value, 0.0)  # lays the key out in the file
-            self._positions[key] = file._positions[key]
+            slot = len(self.view)
+            self.view.append(0.0)
         else:
-            file._m[pos : pos + 8] = _pack_double(value)
+            mapping = file._m
+            file.write_value(key, 0.0, 0.0)
+            if file._m is not mapping:
+                self.view = memoryview(file._m).cast("d")
+            slot = file._positions[key] // 8
+        self._slots[key] = slot
+        return slot
+
+
+class _Route(NamedTuple):
+    """The slots of one (method, route): its in-progress gauge, duration sum and buckets."""
+
+    gauge: int
+    duration_sum: int
+    buckets: tuple[int, ...]
 
 
 class HttpMetrics:
@@ -76,73 +91,73 @@ class HttpMetrics:
         self._histograms = _Store(directory, f"histogram_{pid}.db")
         self._gauges = _Store(directory, f"gauge_livesum_{pid}.db")
         self._bounds = (*LATENCY_BUCKETS, float("inf"))
-        self._count_keys: dict[tuple[str, str, int], str] = {}
-        self._route_keys: dict[tuple[str, str], tuple[str, str, tuple[str, ...]]] = {}
+        self._routes: dict[tuple[str, str], _Route] = {}
+        self._counts: dict[tuple[str, str, int], int] = {}
 
-    def _keys_for(self, method: str, route: str) -> tuple[str, str, tuple[str, ...]]:
-        keys = self._route_keys.get((method, route))
-        if keys is None:
-            labels = ("method", "route")
-            values = (method, route)
-            gauge = mmap_key(
-                "http_requests_in_progress",
-                "http_requests_in_progress",
-                labels,
-                values,
-                IN_PROGRESS_HELP,
-            )
-            name = "http_request_duration_seconds"
-            total = mmap_key(name, name + "_sum", labels, values, DURATION_HELP)
-            buckets = tuple(
+    def _route(self, method: str, route: str) -> _Route:
+        series = self._routes.get((method, route))
+        if series is not None:
+            return series
+        # Every series exists in full from its first request: the gauge, the sum and
+        # each bucket up to +Inf (the collector only exposes what the files hold).
+        labels = ("method", "route")
+        values = (method, route)
+        name = "http_request_duration_seconds"
+        series = self._routes[(method, route)] = _Route(
+            self._gauges.slot(
                 mmap_key(
-                    name,
-                    name + "_bucket",
-                    (*labels, "le"),
-                    (*values, floatToGoString(b)),
-                    DURATION_HELP,
+                    "http_requests_in_progress",
+                    "http_requests_in_progress",
+                    labels,
+                    values,
+                    IN_PROGRESS_HELP,
+                )
+            ),
+            self._histograms.slot(mmap_key(name, name + "_sum", labels, values, DURATION_HELP)),
+            tuple(
+                self._histograms.slot(
+                    mmap_key(
+                        name,
+                        name + "_bucket",
+                        (*labels, "le"),
+                        (*values, floatToGoString(b)),
+                        DURATION_HELP,
+                    )
                 )
                 for b in self._bounds
-            )
-            keys = self._route_keys[(method, route)] = (gauge, total, buckets)
-            # Every series exists in full from its first request: the gauge, the sum and
-            # each bucket up to +Inf (the collector only exposes what the files hold).
-            self._gauges.add(gauge, 0.0)
-            self._histograms.add(total, 0.0)
-            for bucket in buckets:
-                self._histograms.add(bucket, 0.0)
-        return keys
+            ),
+        )
+        return series
 
-    def start(self, method: str, route: str) -> tuple[str, str, tuple[str, ...]]:
-        """Mark a request in progress; returns the keys to pass to :meth:`finish`."""
-        keys = self._keys_for(method, route)
-        self._gauges.add(keys[0], 1.0)
-        return keys
-
-    def finish(
-        self,
-        started: tuple[str, str, tuple[str, ...]],
-        method: str,
-        route: str,
-        status: int,
-        seconds: float,
-    ) -> None:
-        """Count the finished request (labelled with the final route) and end in-progress."""
-        self._gauges.add(started[0], -1.0)
-        _, total, buckets = self._keys_for(method, route)
-        histograms = self._histograms
-        histograms.add(buckets[bisect_left(self._bounds, seconds)], 1.0)
-        histograms.add(total, seconds)
-        ckey = (method, route, status)
-        key = self._count_keys.get(ckey)
-        if key is None:
-            key = self._count_keys[ckey] = mmap_key(
+    def _count(self, method: str, route: str, status: int) -> int:
+        slot = self._counts[(method, route, status)] = self._counters.slot(
+            mmap_key(
                 "http_requests",
                 "http_requests_total",
                 ("method", "route", "status"),
                 (method, route, str(status)),
                 REQUESTS_HELP,
             )
-        self._counters.add(key, 1.0)
+        )
+        return slot
+
+    def start(self, method: str, route: str) -> int:
+        """Mark a request in progress; returns the gauge slot to pass to :meth:`finish`."""
+        slot = self._route(method, route).gauge
+        self._gauges.view[slot] += 1.0
+        return slot
+
+    def finish(self, started: int, method: str, route: str, status: int, seconds: float) -> None:
+        """Count the finished request (labelled with the final route) and end in-progress."""
+        self._gauges.view[started] -= 1.0
+        series = self._routes.get((method, route)) or self._route(method, route)
+        histograms = self._histograms.view
+        histograms[series.buckets[bisect_left(self._bounds, seconds)]] += 1.0
+        histograms[series.duration_sum] += seconds
+        count = self._counts.get((method, route, status))
+        if count is None:
+            count = self._count(method, route, status)
+        self._counters.view[count] += 1.0
 
 
 _shared: HttpMetrics | None = None

@@ -161,7 +161,7 @@ class PlatformMiddleware:
         route = self._resolve(method, path)
         label_method = method if method in KNOWN_METHODS else OTHER_METHOD
         metrics = self._metrics
-        started_keys = metrics.start(label_method, route)
+        started_slot = metrics.start(label_method, route)
         probe = path in PROBE_PATHS
         extra_headers = (
             *(_DOCS_HEADERS if path in DOCS_PATHS else SECURITY_HEADERS),
@@ -227,7 +227,7 @@ class PlatformMiddleware:
             matched = scope.get("route")
             if matched is not None:
                 route = getattr(matched, "path", route)
-            metrics.finish(started_keys, label_method, route, status, duration)
+            metrics.finish(started_slot, label_method, route, status, duration)
             trace_id = span_id = None
             if span is not None:
                 if type(span) is not NonRecordingSpan:  # (whose end() does nothing)
