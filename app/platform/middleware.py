@@ -25,8 +25,7 @@ from random import getrandbits
 from time import perf_counter
 from typing import Any
 
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import propagate
 from opentelemetry.trace import NonRecordingSpan, Status, StatusCode
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Mount, compile_path
@@ -190,7 +189,7 @@ class PlatformMiddleware:
         if tracer is not None and not probe:
             parent = propagate.extract(carrier) if carrier else None
             span = tracer.start(method, route, parent)
-            span_token = otel_context.attach(trace.set_span_in_context(span, parent))
+            span_token = tracer.activate(span, parent)
 
         error: BaseException | None = None
         shed = False
@@ -236,7 +235,7 @@ class PlatformMiddleware:
                         ctx = span.get_span_context()
                         trace_id, span_id = ctx.trace_id, ctx.span_id
                     span.end()
-                otel_context.detach(span_token)
+                tracer.deactivate(span_token)
             if (self._access_log and not probe) or (error is not None and status >= 500):
                 if isinstance(error, BodyTooLarge):  # a client error, answered with a 413
                     error = None

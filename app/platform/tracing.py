@@ -20,9 +20,11 @@ from random import getrandbits
 from time import time_ns
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
@@ -34,6 +36,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.trace.status import Status, StatusCode
 
@@ -182,6 +185,11 @@ class ServerSpans:
     1.8 us unsampled, 24.5 against 5.9 us sampled, hot). Ids, trace flags and trace state
     are the ones ``start_span`` would give; ``tests/unit/test_tracing.py`` compares the two
     on the same trace ids. Any other sampler goes through ``start_span``.
+
+    :meth:`activate` makes the span current for the route's code, and ``deactivate`` undoes
+    it: the same context ``attach(set_span_in_context(span, parent))`` makes, set straight
+    on the runtime's ``ContextVar`` when the runtime is the SDK's default one (contextvars)
+    — one call instead of eight in the API's layers, on every request.
     """
 
     def __init__(self, tracer: sdk_trace.Tracer) -> None:
@@ -191,6 +199,13 @@ class ServerSpans:
         random_flag = TraceFlags.RANDOM_TRACE_ID if self._ids.is_trace_id_random() else 0
         # (unsampled, sampled) flags of a root span, built once.
         self._root_flags = (TraceFlags(random_flag), TraceFlags(random_flag | TraceFlags.SAMPLED))
+        runtime = otel_context._RUNTIME_CONTEXT
+        if type(runtime) is ContextVarsRuntimeContext:
+            self._current: Any = runtime._current_context
+            self.deactivate: Any = self._current.reset
+        else:  # another runtime (OTEL_PYTHON_CONTEXT): through the API
+            self._current = None
+            self.deactivate = otel_context.detach
         # The SDK's own generator is getrandbits() redrawn while 0: inlined below.
         self._random_ids = type(self._ids) is RandomIdGenerator
         limits = tracer._span_limits
@@ -255,6 +270,17 @@ class ServerSpans:
         if not sampled:
             return NonRecordingSpan(context)
         return self._span_class(f"{method} {route}", context, remote, parent)
+
+    def activate(self, span: Span, parent: Context | None) -> Any:
+        """Make ``span`` current (in ``parent``, else in the current context); returns the
+        token to hand to ``deactivate``."""
+        current = self._current
+        if current is None:
+            return otel_context.attach(trace.set_span_in_context(span, parent))
+        base = parent if parent is not None else current.get()
+        context = Context(base) if base else Context()
+        dict.__setitem__(context, _SPAN_KEY, span)  # Context refuses item assignment
+        return current.set(context)
 
 
 def tracing_config_error() -> str | None:

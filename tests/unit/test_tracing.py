@@ -5,7 +5,10 @@ from __future__ import annotations
 import random
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.propagate import extract
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
@@ -266,3 +269,48 @@ def test_root_fast_path_draws_the_ids_the_sdk_would(name: str) -> None:
         assert fast.is_recording() == sdk.is_recording()
         fast.end()
         sdk.end()
+
+
+def _activation_cases() -> list[tuple[str, Context | None]]:
+    remote = extract({"traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"})
+    return [
+        ("no parent", None),
+        ("remote parent with baggage", baggage.set_baggage("tenant", "t1", remote)),
+    ]
+
+
+@pytest.mark.parametrize(("case", "parent"), _activation_cases())
+def test_activate_makes_the_context_the_api_would(case: str, parent: Context | None) -> None:
+    provider, _ = provider_for(ALWAYS_ON)
+    spans = ServerSpans(provider.get_tracer("t"))
+    span = spans.start("GET", "/x", parent)
+    outer = otel_context.attach(otel_context.set_value("outer", "kept"))  # a caller's value
+    try:
+        expected = trace.set_span_in_context(span, parent)
+        token = spans.activate(span, parent)
+        assert otel_context.get_current() == expected, case
+        assert trace.get_current_span() is span
+        spans.deactivate(token)
+        assert otel_context.get_value("outer") == "kept"
+        assert trace.get_current_span() is trace.INVALID_SPAN
+    finally:
+        otel_context.detach(outer)
+
+
+def test_activate_goes_through_the_api_with_another_runtime(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OTEL_PYTHON_CONTEXT may name another runtime context: then attach/detach are used."""
+
+    class Runtime(ContextVarsRuntimeContext):  # a different type, the same behaviour
+        pass
+
+    runtime = Runtime()
+    monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", runtime)
+    provider, _ = provider_for(ALWAYS_ON)
+    spans = ServerSpans(provider.get_tracer("t"))
+    span = spans.start("GET", "/x", None)
+    token = spans.activate(span, None)
+    assert runtime.get_current() == trace.set_span_in_context(span, Context())
+    spans.deactivate(token)
+    assert runtime.get_current() == Context()
