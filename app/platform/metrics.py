@@ -143,7 +143,8 @@ class HttpMetrics:
 
     def start(self, method: str, route: str) -> int:
         """Mark a request in progress; returns the gauge slot to pass to :meth:`finish`."""
-        slot = self._route(method, route).gauge
+        series = self._routes.get((method, route)) or self._route(method, route)
+        slot = series.gauge
         self._gauges.view[slot] += 1.0
         return slot
 

@@ -166,19 +166,18 @@ class PlatformMiddleware:
             *(_DOCS_HEADERS if path in DOCS_PATHS else SECURITY_HEADERS),
             (_RID, rid_bytes),
         )
-        status = 500
-        started = False
+        status = 0  # the response's status once it has started
 
         def send_with_headers(message: Message) -> Awaitable[None]:
             # A plain function handing back the server's awaitable: no coroutine of its
             # own for each of the two messages of a response.
-            nonlocal status, started
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                started = True
                 headers = message.get("headers", ())
+                # Header names are lower-case in ASGI messages (the spec requires it).
                 for key, _ in headers:
-                    if key.lower() == b"cache-control":
+                    if key == b"cache-control":
                         message["headers"] = [*headers, *extra_headers]
                         break
                 else:
@@ -214,7 +213,7 @@ class PlatformMiddleware:
                 await self.app(scope, receive, send_with_headers)
         except Exception as exc:  # the last line of defence: log once, answer once
             error = exc
-            if not started:
+            if not status:
                 if isinstance(exc, BodyTooLarge):
                     await _send_problem(send_with_headers, 413, exc.detail)
                 else:
@@ -223,6 +222,8 @@ class PlatformMiddleware:
             if not probe and not shed:
                 self.in_flight -= 1
             duration = perf_counter() - start
+            if not status:  # no response was started: the server answers 500
+                status = 500
             matched = scope.get("route")
             if matched is not None:
                 route = getattr(matched, "path", route)

@@ -148,6 +148,14 @@ def _valid_local_context(trace_id: int, span_id: int, flags: TraceFlags) -> Span
     return tuple.__new__(SpanContext, (trace_id, span_id, False, flags, DEFAULT_TRACE_STATE, True))
 
 
+def _nonzero_bits(bits: int) -> int:
+    """Random bits redrawn while 0, as the SDK's ``RandomIdGenerator`` draws ids."""
+    value = 0
+    while not value:
+        value = getrandbits(bits)
+    return value
+
+
 def _sampling_plan(sampler: Sampler) -> tuple[int, bool] | None:
     """(root bound, parent-based) when ``ServerSpans`` can take the sampler's decisions.
 
@@ -237,11 +245,8 @@ class ServerSpans:
         if parent is None and self._random_ids:
             # The common case (no traceparent), kept to a minimum: it runs on every
             # request, and 90% of them at ratio 0.1 end here with an unsampled span.
-            trace_id = span_id = 0
-            while not trace_id:
-                trace_id = getrandbits(128)
-            while not span_id:
-                span_id = getrandbits(64)
+            trace_id = getrandbits(128) or _nonzero_bits(128)
+            span_id = getrandbits(64) or _nonzero_bits(64)
             sampled = trace_id & _TRACE_ID_LIMIT < bound
             context = _valid_local_context(trace_id, span_id, self._root_flags[sampled])
             if not sampled:

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.testclient import TestClient
 
 from app import api
@@ -28,6 +28,11 @@ boom = APIRouter()
 @boom.get("/boom")
 async def explode() -> dict[str, str]:
     raise RuntimeError("secret database password in message")
+
+
+@boom.get("/cached")
+async def cached() -> Response:
+    return Response(b"{}", media_type="application/json", headers={"Cache-Control": "max-age=60"})
 
 
 def build(**overrides: Any) -> Any:
@@ -125,6 +130,12 @@ def test_security_headers_on_success_and_error(client: TestClient) -> None:
         assert h["x-frame-options"] == "DENY"
         assert h["cache-control"] == "no-store"
         assert "default-src 'none'" in h["content-security-policy"]
+
+
+def test_a_route_s_own_cache_control_is_kept(client: TestClient) -> None:
+    response = client.get("/cached")
+    assert response.headers.get_list("cache-control") == ["max-age=60"]
+    assert response.headers["x-frame-options"] == "DENY"  # the other headers still added
 
 
 def test_docs_off_by_default(client: TestClient) -> None:
