@@ -8,6 +8,11 @@ Each pair puts the library's way next to the kit's, in one process:
 - a sampled server span's life (start, name and HTTP attributes, end into a batch
   processor): ``Tracer.start_span`` vs ``ServerSpans``/``ServerSpan``;
 - an unsampled root span: ``Tracer.start_span`` vs ``ServerSpans``;
+- making the server span current and back: ``attach(set_span_in_context(...))`` and
+  ``detach`` vs ``ServerSpans.activate``/``deactivate``;
+- one request's metrics (in-progress gauge up and down, counter, histogram) in
+  multiprocess mode: prometheus-client's ``labels(...).inc()``/``observe()`` vs
+  ``HttpMetrics.start``/``finish``;
 - one access line: structlog's JSON pipeline vs ``AccessLog`` (rendered in a batch).
 
 These run hot in a tight loop; inside a request the same code runs cold and costs several
@@ -17,7 +22,9 @@ times as much (``bench/inprocess.py`` and ``make bench`` measure that).
 from __future__ import annotations
 
 import io
+import os
 import sys
+import tempfile
 import time
 import timeit
 from pathlib import Path
@@ -25,6 +32,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -41,6 +50,13 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from opentelemetry.trace import SpanKind
 
 from app.platform.logging import AccessLog, configure_logging, get_logger
+from app.platform.metrics import (
+    DURATION_HELP,
+    IN_PROGRESS_HELP,
+    LATENCY_BUCKETS,
+    REQUESTS_HELP,
+    HttpMetrics,
+)
 from app.platform.otlp_encoding import encode_export_request
 from app.platform.tracing import ServerSpan, ServerSpans
 
@@ -112,6 +128,59 @@ def span_life(sampler: Any) -> tuple[float, float]:
     return result
 
 
+def make_current() -> tuple[float, float]:
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    spans = ServerSpans(provider.get_tracer("bench"))
+    span = spans.start("GET", ROUTE, None)
+
+    def api() -> None:
+        otel_context.detach(otel_context.attach(trace.set_span_in_context(span, None)))
+
+    def kit() -> None:
+        spans.deactivate(spans.activate(span, None))
+
+    return best(api, 100_000), best(kit, 100_000)
+
+
+def request_metrics() -> tuple[float, float]:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+
+    directory = tempfile.mkdtemp(prefix="bench-micro-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    values.ValueClass = values.MultiProcessValue()
+    registry = CollectorRegistry()
+    labels = ("method", "route")
+    requests = Counter("http_requests", REQUESTS_HELP, [*labels, "status"], registry=registry)
+    duration = Histogram(
+        "http_request_duration_seconds",
+        DURATION_HELP,
+        labels,
+        buckets=LATENCY_BUCKETS,
+        registry=registry,
+    )
+    in_progress = Gauge(
+        "http_requests_in_progress",
+        IN_PROGRESS_HELP,
+        labels,
+        multiprocess_mode="livesum",
+        registry=registry,
+    )
+
+    def library() -> None:
+        gauge = in_progress.labels("GET", ROUTE)
+        gauge.inc()
+        gauge.dec()
+        requests.labels("GET", ROUTE, "200").inc()
+        duration.labels("GET", ROUTE).observe(0.0012)
+
+    metrics = HttpMetrics(tempfile.mkdtemp(prefix="bench-micro-metrics-"))  # its own files
+
+    def kit() -> None:
+        metrics.finish(metrics.start("GET", ROUTE), "GET", ROUTE, 200, 0.0012)
+
+    return best(library, 20_000), best(kit, 20_000)
+
+
 class _Sink:
     def __init__(self) -> None:
         self.buffer = io.BytesIO()
@@ -152,6 +221,8 @@ def main() -> None:
         ("OTLP protobuf encoding, per span", encoding()),
         ("sampled server span: start, attributes, end", span_life(ALWAYS_ON)),
         ("unsampled root span", span_life(ALWAYS_OFF)),
+        ("server span made current, and back", make_current()),
+        ("metrics of one request (multiprocess files)", request_metrics()),
         ("access line (kit: rendered in a batch of 64)", access_line()),
     ):
         print(f"{label:44} {theirs:9.2f} {ours:9.2f}   x{theirs / ours:.1f}")

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp
 
 from app.platform import lifecycle, tracing
 from app.platform.errors import install_error_handlers, unhandled
-from app.platform.health import ReadinessRegistry, health_router
+from app.platform.health import Probes, ReadinessRegistry
 from app.platform.logging import access_log, configure_logging, get_logger
 from app.platform.metrics import http_metrics
 from app.platform.middleware import PlatformMiddleware
@@ -105,17 +105,13 @@ def create_app(
     )
     install_error_handlers(api)
     document_problem_responses(api)
-    probes = health_router(registry)
-    # The probe routes go straight onto the app's router rather than through
-    # include_router: FastAPI 0.165 tries each included router in turn, and a second one
-    # in front of the API costs every API request a few microseconds.
-    api.router.routes.extend(probes.routes)
     for router in routers:
         api.include_router(router)
 
     app = PlatformApp(
         api,
-        routes=[route for router in (probes, *routers) for route in router.routes],
+        routes=[route for router in routers for route in router.routes],
+        probes=Probes(registry),
         metrics=http_metrics(),
         max_body_bytes=settings.max_body_bytes,
         max_concurrent_requests=settings.max_concurrent_requests,

@@ -13,7 +13,8 @@ each extra middleware layer (and ``BaseHTTPMiddleware`` above all) costs through
 - metrics (route template labels), the server span, and one access line per request;
 - unhandled exceptions: one error log line with the traceback, a problem+json 500 out.
 
-Probes produce no span and no access line; they are counted in the metrics.
+Probes (``/livez``, ``/readyz``) are served here by ``health.Probes``, not by the app's
+routing; they produce no span and no access line, and are counted in the metrics.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def flatten_routes(routes: Iterable[Any], prefix: str = "") -> list[tuple[Any, s
 
 def route_resolver(routes: Iterable[Any]) -> Callable[[str, str], str]:
     """Map (method, path) to the route template, cached; unmatched paths share one value.
+    A probe path is its own template.
 
     Resolving before the app runs lets the in-progress gauge and the span name carry the
     template from the first byte. A method mismatch (405) still names the route. After the
@@ -87,6 +89,8 @@ def route_resolver(routes: Iterable[Any]) -> Callable[[str, str], str]:
 
     @lru_cache(maxsize=4096)
     def resolve(method: str, path: str) -> str:
+        if path in PROBE_PATHS:
+            return path
         partial = None
         for regex, template, methods in table:
             if regex.match(path) is None:
@@ -107,6 +111,7 @@ class PlatformMiddleware:
         app: ASGIApp,
         *,
         routes: list[BaseRoute],
+        probes: ASGIApp,
         metrics: HttpMetrics,
         max_body_bytes: int,
         max_concurrent_requests: int,
@@ -114,6 +119,7 @@ class PlatformMiddleware:
         logger: Any,
     ) -> None:
         self.app = app
+        self._probes = probes  # /livez and /readyz, served here rather than by the app
         self._resolve = route_resolver(routes)
         self._metrics = metrics
         self._max_body = max_body_bytes
@@ -207,10 +213,11 @@ class PlatformMiddleware:
                 )
             elif content_length is not None and _too_large(content_length, self._max_body):
                 await _send_problem(send_with_headers, 413, BodyTooLarge(self._max_body).detail)
-            elif chunked:  # no Content-Length: the limit is checked as the body streams
-                await self.app(scope, _limit_body(receive, self._max_body), send_with_headers)
             else:
-                await self.app(scope, receive, send_with_headers)
+                app = self._probes if probe else self.app
+                if chunked:  # no Content-Length: the limit is checked as the body streams
+                    receive = _limit_body(receive, self._max_body)
+                await app(scope, receive, send_with_headers)
         except Exception as exc:  # the last line of defence: log once, answer once
             error = exc
             if not status:

@@ -190,6 +190,30 @@ def test_readyz_lifecycle() -> None:
         assert running.get("/livez").json() == {"status": "ok"}
 
 
+def test_probes_are_served_before_the_api_s_routing() -> None:
+    """A team's catch-all route cannot shadow the probes, and the API's route table holds
+    only the API's routes (FastAPI tries them in order for every request)."""
+    catch_all = APIRouter()
+
+    @catch_all.api_route("/{anything:path}", methods=["GET", "POST", "HEAD"])
+    async def everything(anything: str) -> dict[str, str]:
+        return {"caught": anything}
+
+    app = create_app(Settings(), [catch_all])
+    with TestClient(app) as c:
+        assert c.get("/livez").json() == {"status": "ok"}
+        assert c.get("/readyz").json() == {"status": "ok", "checks": {}}
+        assert c.get("/livez/").json() == {"caught": "livez/"}  # only the exact paths
+        head = c.head("/readyz")
+        assert (head.status_code, head.content) == (200, b"")
+        refused = c.post("/livez")
+        assert_problem(refused, 405)
+        assert refused.headers["allow"] == "GET, HEAD"
+        assert refused.headers["x-request-id"]  # the platform's headers, as on any response
+    with TestClient(app.api) as inner:  # the FastAPI app alone: no probe routes in it
+        assert inner.get("/livez").json() == {"caught": "livez"}
+
+
 def test_readiness_checks_fail_time_out_and_are_cached() -> None:
     calls = {"db": 0}
 
