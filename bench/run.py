@@ -5,6 +5,10 @@ same settings, same worker count); only the application differs. wrk drives
 ``GET /api/v1/hello`` in alternating rounds (A, B, C, then B, C, A, ...) so drift on this
 noisy 2-core machine hits all three alike; medians and ratios are printed.
 
+Beside requests per second it prints each server's worker CPU time per request (``utime +
+stime`` of the workers from ``/proc``, over each wrk run): less sensitive than throughput to
+how the two cores are shared with wrk, and the figure that says what the platform costs.
+
 The hardened server runs as in production plus tracing at ``parentbased_traceidratio`` 0.1,
 exporting to a live OTLP/HTTP sink in this process. The sink keeps the request bodies and
 decodes them only after the measurement (decoding is a collector's work, elsewhere in
@@ -48,6 +52,7 @@ class Target:
     env: dict[str, str]
     rps: list[float] = field(default_factory=list)
     p99_ms: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # worker CPU per request
     server: GunicornServer | None = None
 
     @property
@@ -60,6 +65,15 @@ class Target:
         self.server.start(wait_ready=False)  # the comparison apps have no /readyz
         url = f"{self.server.base_url}{PATH}"
         wait_for(lambda: httpx.get(url, timeout=1).status_code == 200, timeout=30)
+
+    def worker_cpu_seconds(self) -> float:
+        """CPU time used so far by the server's current workers (user + system)."""
+        assert self.server is not None
+        total = 0
+        for pid in self.server.worker_pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+        return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self, logdir: Path) -> None:
         """Stop the server and keep its log in ``logdir``."""
@@ -135,7 +149,9 @@ def main() -> int:
         for r in range(args.rounds):
             order = targets[r % len(targets) :] + targets[: r % len(targets)]
             for t in order:
+                cpu = t.worker_cpu_seconds()
                 rps, p99 = run_wrk(t.port, args.duration, args.connections, args.threads)
+                t.cpu_us.append((t.worker_cpu_seconds() - cpu) / (rps * args.duration) * 1e6)
                 t.rps.append(rps)
                 t.p99_ms.append(p99)
             print(f"round {r + 1}: " + "  ".join(f"{t.name} {t.rps[-1]:8.0f} rps" for t in targets))
@@ -146,16 +162,23 @@ def main() -> int:
 
     med = {t.name: statistics.median(t.rps) for t in targets}
     print()
-    print(f"{'server':10} {'median rps':>11} {'median p99':>11}  runs")
+    cpu = {t.name: statistics.median(t.cpu_us) for t in targets}
+    print(f"{'server':10} {'median rps':>11} {'median p99':>11} {'CPU/request':>12}  runs")
     for t in targets:
         runs = " ".join(f"{x:.0f}" for x in t.rps)
-        print(f"{t.name:10} {med[t.name]:11.0f} {statistics.median(t.p99_ms):9.2f}ms  {runs}")
+        p99 = statistics.median(t.p99_ms)
+        print(f"{t.name:10} {med[t.name]:11.0f} {p99:9.2f}ms {cpu[t.name]:10.1f}us  {runs}")
     spans = len(sink.snapshot())
     ratio = med["hardened"] / med["bare"]
     print()
     print(f"hardened / bare FastAPI = {ratio:.3f}   (target >= 0.80)")
     print(f"bare FastAPI / raw ASGI = {med['bare'] / med['raw']:.3f}")
     print(f"hardened / raw ASGI     = {med['hardened'] / med['raw']:.3f}")
+    print(
+        f"worker CPU per request: hardened {cpu['hardened']:.1f} us, bare {cpu['bare']:.1f} us"
+        f" (platform {cpu['hardened'] - cpu['bare']:.1f} us; bare / hardened ="
+        f" {cpu['bare'] / cpu['hardened']:.3f})"
+    )
     print(f"spans received by the live OTLP sink: {spans}")
     print(f"server logs: {logdir}")
     return 0
