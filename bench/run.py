@@ -163,11 +163,12 @@ def main() -> int:
     med = {t.name: statistics.median(t.rps) for t in targets}
     print()
     cpu = {t.name: statistics.median(t.cpu_us) for t in targets}
-    print(f"{'server':10} {'median rps':>11} {'median p99':>11} {'CPU/request':>12}  runs")
+    width = max(len(t.name) for t in targets)
+    print(f"{'server':{width}} {'median rps':>11} {'median p99':>11} {'CPU/request':>12}  runs")
     for t in targets:
         runs = " ".join(f"{x:.0f}" for x in t.rps)
         p99 = statistics.median(t.p99_ms)
-        print(f"{t.name:10} {med[t.name]:11.0f} {p99:9.2f}ms {cpu[t.name]:10.1f}us  {runs}")
+        print(f"{t.name:{width}} {med[t.name]:11.0f} {p99:9.2f}ms {cpu[t.name]:10.1f}us  {runs}")
     spans = len(sink.snapshot())
     ratio = med["hardened"] / med["bare"]
     print()
