@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     docs_enabled: bool = False
     max_body_bytes: int = Field(1024 * 1024, ge=1)
     max_header_bytes: int = Field(32 * 1024, ge=1024, le=1024 * 1024)
+    header_timeout_seconds: float = Field(10.0, gt=0, le=600)
     max_concurrent_requests: int = Field(100, ge=1)
     shutdown_delay_seconds: float = Field(5.0, ge=0, le=300)
     graceful_timeout_seconds: float = Field(20.0, gt=0, le=600)

@@ -70,6 +70,11 @@ class DrainingServer(Server):
         if self._drain_deadline is not None and time.monotonic() >= self._drain_deadline:
             self._drain_deadline = None
             super().handle_exit(signal.SIGTERM, None)
+        if counter % 10 == 0:  # once a second (a tick is 0.1 s): the head-time sweep
+            now = asyncio.get_running_loop().time()
+            for connection in list(self.server_state.connections):
+                if isinstance(connection, LimitedHttpToolsProtocol):
+                    connection.expire_slow_head(now)
         return await super().on_tick(counter)
 
 
@@ -79,6 +84,7 @@ class UvicornWorker(_BaseUvicornWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         settings = get_settings()
         LimitedHttpToolsProtocol.max_head_bytes = settings.max_header_bytes
+        LimitedHttpToolsProtocol.head_timeout = settings.header_timeout_seconds
         self.CONFIG_KWARGS = {
             **_BaseUvicornWorker.CONFIG_KWARGS,
             "http": LimitedHttpToolsProtocol,

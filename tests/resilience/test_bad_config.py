@@ -34,6 +34,7 @@ INVALID: dict[str, list[str]] = {
     "docs_enabled": ["sometimes"],
     "max_body_bytes": ["0", "1MiB"],
     "max_header_bytes": ["100", "lots"],
+    "header_timeout_seconds": ["0", "-1", "soon"],
     "max_concurrent_requests": ["0", "-5", "lots"],
     "shutdown_delay_seconds": ["-1", "301", "soon"],
     "graceful_timeout_seconds": ["0", "601"],

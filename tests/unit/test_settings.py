@@ -40,6 +40,7 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         ("APP_LOG_FORMAT", "xml", "'json' or 'console'"),
         ("APP_DOCS_ENABLED", "maybe", "valid boolean"),
         ("APP_GRACEFUL_TIMEOUT_SECONDS", "0", "greater than 0"),
+        ("APP_HEADER_TIMEOUT_SECONDS", "0", "greater than 0"),
     ],
 )
 def test_bad_value_names_the_setting(
