@@ -185,15 +185,15 @@ def build() -> dict[str, Any]:
             [
                 target(
                     f"sum by (instance) (http_requests_in_progress{{{SEL}}})"
-                    f" / (sum by (instance) (gunicorn_workers{{{SEL}}}) * 100)",
+                    f" / sum by (instance) (http_requests_concurrency_limit{{{SEL}}})",
                     "{{instance}}",
                 )
             ],
             12,
             23,
             unit="percentunit",
-            description="Limit = workers x APP_MAX_CONCURRENT_REQUESTS (100 by default); "
-            "past it the pod answers 503.",
+            description="Limit = http_requests_concurrency_limit (live workers x "
+            "APP_MAX_CONCURRENT_REQUESTS); past it the pod answers 503.",
         ),
         row("Workers and process", 31),
         panel(

@@ -67,10 +67,15 @@ class _LockedMultiProcessCollector(MultiProcessCollector):
 
 
 class WorkerPoolCollector:
-    """``gunicorn_workers`` and ``gunicorn_workers_resident_memory_bytes`` from the master."""
+    """``gunicorn_workers``, ``gunicorn_workers_resident_memory_bytes`` and
+    ``http_requests_concurrency_limit`` (the in-flight requests the live workers admit
+    before shedding: ``APP_MAX_CONCURRENT_REQUESTS`` each), from the master. With the limit
+    exported, the saturation alert and the dashboard divide by the real limit, not by a
+    default written into a query."""
 
-    def __init__(self, arbiter: Any) -> None:
+    def __init__(self, arbiter: Any, limit_per_worker: int) -> None:
         self._arbiter = arbiter
+        self._limit_per_worker = limit_per_worker
         self._page = os.sysconf("SC_PAGE_SIZE")
 
     def _rss(self, pid: int) -> int:
@@ -89,7 +94,13 @@ class WorkerPoolCollector:
             "Resident memory of all live workers together, in bytes.",
         )
         rss.add_metric([], sum(self._rss(pid) for pid in pids))
-        return [workers, rss]
+        limit = GaugeMetricFamily(
+            "http_requests_concurrency_limit",
+            "In-flight requests the live workers admit before shedding with 503 "
+            "(APP_MAX_CONCURRENT_REQUESTS per worker; probes are never shed).",
+        )
+        limit.add_metric([], len(pids) * self._limit_per_worker)
+        return [workers, rss, limit]
 
 
 class RestartCounter:
@@ -107,11 +118,13 @@ class RestartCounter:
         return [family]
 
 
-def build_registry(path: str, arbiter: Any, restarts: RestartCounter) -> CollectorRegistry:
+def build_registry(
+    path: str, arbiter: Any, restarts: RestartCounter, limit_per_worker: int
+) -> CollectorRegistry:
     """The master's registry: merged worker files, the worker pool and the master's process."""
     registry = CollectorRegistry()
     _LockedMultiProcessCollector(registry, path=path)
-    registry.register(WorkerPoolCollector(arbiter))
+    registry.register(WorkerPoolCollector(arbiter, limit_per_worker))
     registry.register(restarts)
     ProcessCollector(registry=registry)
     return registry

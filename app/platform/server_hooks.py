@@ -34,7 +34,9 @@ def on_starting(server: Any) -> None:
 def when_ready(server: Any) -> None:
     """Master, listeners bound: serve /metrics from the master, never from a worker."""
     settings = get_settings()
-    registry = metrics_server.build_registry(metrics_dir(), server, _restarts)
+    registry = metrics_server.build_registry(
+        metrics_dir(), server, _restarts, settings.max_concurrent_requests
+    )
     server._metrics_httpd = metrics_server.start_metrics_server(
         settings.host, settings.metrics_port, registry
     )

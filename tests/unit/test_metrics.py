@@ -1,13 +1,15 @@
-"""The in-place mmap writes: exact values read back by prometheus-client's collector."""
+"""Metrics: the workers' in-place mmap writes read back exactly, and the master's limit gauge."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.platform.metrics import HttpMetrics
+from app.platform.metrics_server import WorkerPoolCollector
 
 
 def collect(directory: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -42,3 +44,20 @@ def test_values_survive_the_file_growing(tmp_path: Path) -> None:
     assert values[("http_requests_in_progress", in_progress)] == 1.0
     metrics.finish(keys, "POST", "/r/0", 201, 0.001)
     assert collect(tmp_path)[("http_requests_in_progress", in_progress)] == 0.0
+
+
+def test_concurrency_limit_follows_the_live_workers() -> None:
+    """The master exports what the live workers admit: limit per worker x workers."""
+
+    arbiter = SimpleNamespace(WORKERS={})  # gunicorn's Arbiter: pid -> worker
+    collector = WorkerPoolCollector(arbiter, limit_per_worker=25)
+
+    def limit() -> float:
+        families = {f.name: f for f in collector.collect()}
+        return families["http_requests_concurrency_limit"].samples[0].value
+
+    assert limit() == 0
+    arbiter.WORKERS = {101: object(), 102: object(), 103: object()}
+    assert limit() == 75
+    del arbiter.WORKERS[102]  # a worker died: the pod admits less until it is replaced
+    assert limit() == 50
