@@ -94,12 +94,12 @@ class HttpMetrics:
         self._routes: dict[tuple[str, str], _Route] = {}
         self._counts: dict[tuple[str, str, int], int] = {}
 
-    def _route(self, method: str, route: str) -> _Route:
-        series = self._routes.get((method, route))
-        if series is not None:
-            return series
-        # Every series exists in full from its first request: the gauge, the sum and
-        # each bucket up to +Inf (the collector only exposes what the files hold).
+    def _new_route(self, method: str, route: str) -> _Route:
+        """Lay out the slots of a (method, route) seen for the first time.
+
+        Every series exists in full from its first request: the gauge, the sum and each
+        bucket up to +Inf (the collector only exposes what the files hold).
+        """
         labels = ("method", "route")
         values = (method, route)
         name = "http_request_duration_seconds"
@@ -129,7 +129,8 @@ class HttpMetrics:
         )
         return series
 
-    def _count(self, method: str, route: str, status: int) -> int:
+    def _new_count(self, method: str, route: str, status: int) -> int:
+        """Lay out the counter slot of a (method, route, status) seen for the first time."""
         slot = self._counts[(method, route, status)] = self._counters.slot(
             mmap_key(
                 "http_requests",
@@ -143,7 +144,7 @@ class HttpMetrics:
 
     def start(self, method: str, route: str) -> int:
         """Mark a request in progress; returns the gauge slot to pass to :meth:`finish`."""
-        series = self._routes.get((method, route)) or self._route(method, route)
+        series = self._routes.get((method, route)) or self._new_route(method, route)
         slot = series.gauge
         self._gauges.view[slot] += 1.0
         return slot
@@ -151,13 +152,13 @@ class HttpMetrics:
     def finish(self, started: int, method: str, route: str, status: int, seconds: float) -> None:
         """Count the finished request (labelled with the final route) and end in-progress."""
         self._gauges.view[started] -= 1.0
-        series = self._routes.get((method, route)) or self._route(method, route)
+        series = self._routes.get((method, route)) or self._new_route(method, route)
         histograms = self._histograms.view
         histograms[series.buckets[bisect_left(self._bounds, seconds)]] += 1.0
         histograms[series.duration_sum] += seconds
         count = self._counts.get((method, route, status))
-        if count is None:
-            count = self._count(method, route, status)
+        if count is None:  # (not ``or``: without a directory the first slot is 0)
+            count = self._new_count(method, route, status)
         self._counters.view[count] += 1.0
 
 
