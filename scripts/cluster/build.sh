@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Build the Kubernetes server binaries (and etcd, CoreDNS, metrics-server) from their Go
+# modules, once per machine and version, into a cache outside the repo.
+#
+# Why from Go modules: no registry here serves Kubernetes server binaries, but the Go module
+# proxy serves k8s.io/kubernetes. `go install k8s.io/kubernetes/cmd/kubelet@vX` fails because
+# the module requires its staging modules at v0.0.0 through replace directives, so a small
+# wrapper module requires k8s.io/kubernetes and replaces every k8s.io staging module with the
+# matching v0.Y.Z tag.
+#
+# Idempotent: a component whose binary is already in the cache is not rebuilt.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=scripts/cluster/versions.sh
+source "$here/versions.sh"
+
+export GOFLAGS="${GOFLAGS:--mod=mod}"
+export CGO_ENABLED=0
+mkdir -p "$KIT_BIN" "$KIT_CACHE/src"
+
+log() { printf '[cluster-build] %s\n' "$*" >&2; }
+
+k8s_components=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+
+build_kubernetes() {
+  local missing=() c
+  for c in "${k8s_components[@]}"; do [ -x "$KIT_BIN/$c" ] || missing+=("$c"); done
+  [ ${#missing[@]} -eq 0 ] && { log "kubernetes $K8S_VERSION: cached in $KIT_BIN"; return; }
+  local src="$KIT_CACHE/src/kubernetes-$K8S_VERSION"
+  mkdir -p "$src"
+  (
+    cd "$src"
+    if [ ! -f go.mod ]; then
+      log "kubernetes $K8S_VERSION: preparing wrapper module in $src"
+      go mod init kitbuild/kubernetes >/dev/null 2>&1
+      go mod edit -require "k8s.io/kubernetes@$K8S_VERSION"
+      local gomod
+      gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+      local minor="v0.${K8S_VERSION#v1.}"
+      local m
+      for m in $(sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$gomod"); do
+        go mod edit -replace "$m=$m@$minor"
+      done
+      printf 'package main\n\nimport (\n' > tools.go
+      printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl >> tools.go
+      printf ')\n\nfunc main() {}\n' >> tools.go
+      go mod tidy >/dev/null 2>&1 || go mod tidy
+    fi
+    local ver="$K8S_VERSION" minor_num="${K8S_VERSION#v1.}"
+    minor_num="${minor_num%%.*}"
+    local pkgs
+    for pkgs in k8s.io/component-base/version k8s.io/client-go/pkg/version; do :; done
+    local ldflags="-s -w"
+    for pkgs in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ldflags+=" -X $pkgs.gitVersion=$ver -X $pkgs.gitMajor=1 -X $pkgs.gitMinor=$minor_num"
+      ldflags+=" -X $pkgs.gitTreeState=clean -X $pkgs.buildDate=1970-01-01T00:00:00Z"
+    done
+    for c in "${missing[@]}"; do
+      log "kubernetes $K8S_VERSION: building $c"
+      go build -trimpath -ldflags "$ldflags" -o "$KIT_BIN/$c.tmp" "k8s.io/kubernetes/cmd/$c"
+      mv "$KIT_BIN/$c.tmp" "$KIT_BIN/$c"
+    done
+  )
+}
+
+# build_module NAME MODULE@VERSION PACKAGE: a plain go build in a wrapper module
+build_module() {
+  local name=$1 modver=$2 pkg=$3
+  [ -x "$KIT_BIN/$name" ] && { log "$name: cached"; return; }
+  local src="$KIT_CACHE/src/$name-${modver##*@}"
+  mkdir -p "$src"
+  (
+    cd "$src"
+    if [ ! -f go.mod ]; then
+      go mod init "kitbuild/$name" >/dev/null 2>&1
+      go mod edit -require "$modver"
+      printf 'package main\n\nimport _ "%s"\n\nfunc main() {}\n' "$pkg" > tools.go
+      go mod tidy >/dev/null 2>&1 || go mod tidy
+    fi
+    log "$name ${modver##*@}: building"
+    go build -trimpath -ldflags "-s -w ${4:-}" -o "$KIT_BIN/$name.tmp" "$pkg"
+    mv "$KIT_BIN/$name.tmp" "$KIT_BIN/$name"
+  )
+}
+
+want=${1:-all}
+case "$want" in
+  all|etcd) build_module etcd "go.etcd.io/etcd/server/v3@$ETCD_VERSION" go.etcd.io/etcd/server/v3 ;;&
+  all|kubernetes) build_kubernetes ;;&
+  all|coredns) build_module coredns "github.com/coredns/coredns@$COREDNS_VERSION" github.com/coredns/coredns ;;&
+  all|metrics-server) build_module metrics-server "sigs.k8s.io/metrics-server@$METRICS_SERVER_VERSION" sigs.k8s.io/metrics-server/cmd/metrics-server ;;&
+  *) ;;
+esac
+log "done: $(ls "$KIT_BIN" | tr '\n' ' ')"
