@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 import sys
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "APP_"
+# A comma-separated list in the environment ("a, b"), not JSON: what a ConfigMap value holds.
+CommaList = Annotated[tuple[str, ...], NoDecode]
+_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
 
 
 class Settings(BaseSettings):
@@ -47,6 +51,55 @@ class Settings(BaseSettings):
     max_requests: int = Field(0, ge=0)
     max_requests_jitter: int = Field(0, ge=0)
     forwarded_allow_ips: str = "127.0.0.1"
+    # A request body must keep arriving: at most this long between two reads of its bytes
+    # (nginx's client_body_timeout); past it 408 and the connection is closed.
+    body_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    # WebSockets: protocol pings, a peer that sends nothing for the idle limit is closed.
+    ws_ping_interval_seconds: float = Field(20.0, ge=0, le=3600)  # 0: no pings
+    ws_ping_timeout_seconds: float = Field(20.0, gt=0, le=3600)
+    ws_idle_timeout_seconds: float = Field(300.0, gt=0, le=86400)
+    # CORS: off while no origin is allowed; applied outside the platform layer, so the
+    # platform's own 503/413/431/408/500 answers carry the headers the policy grants.
+    cors_allow_origins: CommaList = ()
+    cors_allow_methods: CommaList = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+    cors_allow_headers: CommaList = ()
+    cors_expose_headers: CommaList = ("X-Request-ID",)
+    cors_allow_credentials: bool = False
+    cors_max_age_seconds: int = Field(600, ge=0, le=86400)
+
+    @field_validator(
+        "cors_allow_origins",
+        "cors_allow_methods",
+        "cors_allow_headers",
+        "cors_expose_headers",
+        mode="before",
+    )
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if origin == "*":
+                continue
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin (scheme://host[:port], no path) or *"
+                )
+        return value
+
+    @field_validator("cors_allow_methods")
+    @classmethod
+    def _methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        upper = tuple(m.upper() for m in value)
+        unknown = [m for m in upper if m not in _HTTP_METHODS]
+        if unknown:
+            raise ValueError(f"unknown HTTP method(s) {', '.join(unknown)}")
+        return upper
 
     @field_validator("host")
     @classmethod
@@ -75,7 +128,15 @@ class Settings(BaseSettings):
     def _ports_differ(self) -> Settings:
         if self.port == self.metrics_port:
             raise ValueError("APP_METRICS_PORT must differ from APP_PORT")
+        if self.cors_allow_credentials and "*" in self.cors_allow_origins:
+            raise ValueError(
+                "APP_CORS_ALLOW_CREDENTIALS=true needs explicit APP_CORS_ALLOW_ORIGINS, not *"
+            )
         return self
+
+    @property
+    def cors_enabled(self) -> bool:
+        return bool(self.cors_allow_origins)
 
 
 def describe_error(error: ValidationError) -> str:
