@@ -1,28 +1,66 @@
-"""uvicorn's httptools protocol with a cap on the request head's size and on its time.
+"""uvicorn's httptools protocol with deadlines and caps for hostile clients.
 
-Size: llhttp, uvicorn's default parser, accepts headers of any size, and gunicorn's
+Head size: llhttp, uvicorn's default parser, accepts headers of any size, and gunicorn's
 ``limit_request_*`` settings do not reach uvicorn workers: a single client could make a
 worker buffer a 50 MB header. Here the URL and header bytes of each request are counted
 exactly as the parser reports them; past ``APP_MAX_HEADER_BYTES`` the client gets a 431
 problem document and the connection is closed. Raw bytes received while still in the head
 are counted too, so a single huge header cannot be buffered beyond the cap plus one read.
 
-Time: uvicorn has no timeout for a request head. A connection that sends nothing, or a
-head a byte at a time (slowloris), stays open for as long as the client likes, and enough
-of them exhaust the worker's file descriptors. Here a connection owes a complete head
-within ``APP_HEADER_TIMEOUT_SECONDS``: counted from the connection's start for its first
-request, and from the first byte of each later one (idle time between requests is
+Head time: uvicorn has no timeout for a request head. A connection that sends nothing, or
+a head a byte at a time (slowloris), stays open for as long as the client likes, and
+enough of them exhaust the worker's file descriptors. Here a connection owes a complete
+head within ``APP_HEADER_TIMEOUT_SECONDS``: counted from the connection's start for its
+first request, and from the first byte of each later one (idle time between requests is
 uvicorn's keep-alive timeout). Past it the client gets a 408 problem document if part of a
-request arrived, and the connection is closed. The check costs a request one clock read:
-the server sweeps its connections once a second (``worker.DrainingServer.on_tick``), so a
-slow head is cut between the timeout and a second after it.
+request arrived, and the connection is closed.
+
+Body time: a request body must keep arriving: at most ``APP_BODY_TIMEOUT_SECONDS`` between
+two reads of its bytes (nginx's ``client_body_timeout``). Time while reading is paused
+because the application has not consumed what is buffered does not count. Past it the
+application's next ``receive()`` raises :class:`BodyTimeout` (a 408, rendered as a problem
+document by the app, with its request id and headers); if the response had already started
+the connection is just closed. Starving ready requests is the middleware's side: a request
+only counts against ``APP_MAX_CONCURRENT_REQUESTS`` once its body is in.
+
+Write time: a response whose writes stay blocked (the peer reads nothing, or a few bytes a
+second: slow read) for ``APP_BODY_TIMEOUT_SECONDS`` without the write buffer shrinking is
+cut, so a slow reader cannot hold a task and a concurrency slot for ever.
+
+Cost: none of the deadlines arms a timer. Each costs a request at most one clock read (the
+head's; a body read one per chunk that leaves the body incomplete): the server sweeps its
+connections once a second (``worker.DrainingServer.on_tick``), so a slow client is cut
+between the timeout and a second after it.
+
+Early responses (413, 431, 503, any response that starts while the request body is still
+arriving): the response carries ``Connection: close`` and the connection is closed the way
+nginx does it, a *lingering close*: stop writing (``write_eof``: the peer reads the whole
+response, then end-of-file), keep reading and discarding what the client still sends, and
+close once it has gone quiet, or stopped sending, or the bounds below are reached. Closing
+with unread bytes in the kernel's receive buffer instead makes the kernel send a reset,
+which can destroy the response before the client reads it (measured: 63 of 100 Python
+``urllib`` uploads of 2 MiB got ``BrokenPipeError`` instead of their 413).
+Bounds: ``LINGER_SECONDS`` in all (nginx ``lingering_time`` 30 s), ``LINGER_IDLE_SECONDS``
+without a byte (nginx ``lingering_timeout`` 5 s), ``LINGER_MAX_BYTES`` discarded; after a
+408 the linger is short (``TIMEOUT_LINGER_SECONDS``): that client was already too slow.
+
+uvicorn internals used (``uvicorn.protocols.http.httptools_impl``, 0.54), each pinned by a
+contract test: ``HttpToolsProtocol`` attributes ``cycle``, ``transport``, ``flow``,
+``loop``, ``logger``, ``server_state``, ``scope`` and methods ``data_received``,
+``on_url``, ``on_header``, ``on_headers_complete``, ``on_message_complete``,
+``on_response_complete``, ``send_400_response``, ``_unset_keepalive_if_required``;
+``RequestResponseCycle`` (subclassed: its instances get this module's class right after
+uvicorn creates them) with ``send``, ``receive``, ``transport``, ``keep_alive``,
+``more_body``, ``response_started``, ``response_complete``, ``disconnected``,
+``message_event``; ``FlowControl.read_paused`` / ``write_paused`` / ``resume_reading``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from app.platform.errors import PROBLEM_JSON, problem_body
 
@@ -30,16 +68,74 @@ _TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
 _TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\n"
 _MAX_READ = 256 * 1024  # asyncio's largest single read
 
+LINGER_SECONDS = 30.0  # the longest a lingering close lasts (nginx lingering_time)
+LINGER_IDLE_SECONDS = 5.0  # ... or this long without a byte from the client (lingering_timeout)
+LINGER_MAX_BYTES = 16 * 1024 * 1024  # ... or once this much has been discarded
+TIMEOUT_LINGER_SECONDS = 1.0  # after a 408: the client was too slow already
+
 
 class HeadTooLarge(Exception):
     """Raised from a parser callback; httptools turns it into an HttpParserError."""
 
 
+class BodyTimeout(StarletteHTTPException):
+    """Raised from ``receive`` once the request body stopped arriving; rendered as a 408."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"request body not complete: nothing received for {seconds:g}s")
+
+
+class _LingerOnClose:
+    """The transport an early response writes to: ``close()`` becomes a lingering close."""
+
+    __slots__ = ("_protocol", "_seconds", "_transport")
+
+    def __init__(self, protocol: LimitedHttpToolsProtocol, transport: Any, seconds: float) -> None:
+        self._protocol = protocol
+        self._transport = transport
+        self._seconds = seconds
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self._protocol.linger(self._seconds)
+
+
+class _Cycle(RequestResponseCycle):
+    """uvicorn's cycle, whose response says ``Connection: close`` and lingers when it
+    starts while the request body is still arriving."""
+
+    protocol: LimitedHttpToolsProtocol
+    linger_seconds = LINGER_SECONDS
+
+    def send(self, message: Any) -> Any:  # a plain function: no coroutine of its own
+        if self.more_body and not self.response_started and not self.disconnected:
+            self.keep_alive = False  # uvicorn then writes "connection: close"
+            self.transport = _LingerOnClose(  # type: ignore[assignment]
+                self.protocol, self.transport, self.linger_seconds
+            )
+        return RequestResponseCycle.send(self, message)
+
+
+class _ExpiredCycle(_Cycle):
+    """A cycle whose body stopped arriving: the application's next read fails with 408."""
+
+    linger_seconds = TIMEOUT_LINGER_SECONDS
+
+    async def receive(self) -> Any:
+        raise BodyTimeout(self.protocol.body_timeout)
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """Counts head bytes and head time per request; the limits are set by the worker at boot."""
+    """Head size, head/body/write deadlines and lingering close; limits set by the worker."""
 
     max_head_bytes = 32 * 1024
     head_timeout = 10.0
+    body_timeout = 10.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -48,12 +144,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head = 0
         self._too_large = False
         self._head_since: float | None = None  # loop time the pending head began
+        self._in_body = False  # between a head's end and its message's end
+        self._body_since: float | None = None  # loop time of the last body read
+        self._write_since: float | None = None  # loop time writes got blocked
+        self._write_left = 0  # write buffer size at the last sweep while blocked
+        self._linger_until: float | None = None  # set while lingering
+        self._linger_last = 0.0
+        self._linger_left = 0
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._head_since = self.loop.time()  # a new connection owes its first head
 
     def data_received(self, data: bytes) -> None:
+        if self._linger_until is not None:
+            self._discard(len(data))
+            return
         if self._in_head:
             if self._head_since is None:  # the first bytes of a later request
                 self._head_since = self.loop.time()
@@ -62,6 +168,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse()
                 return
         super().data_received(data)
+        if self._in_body:  # this read left the body incomplete: its deadline restarts
+            self._body_since = self.loop.time()
 
     def _count(self, size: int) -> None:
         self._head += size
@@ -81,11 +189,33 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._head_since = None
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.__class__ is RequestResponseCycle:
+            cycle.__class__ = _Cycle
+            cycle.protocol = self  # type: ignore[attr-defined]
+            self._in_body = True
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_head = True
+        self._in_body = False
+        self._body_since = None
         self._raw_head = self._head = 0
+
+    def on_response_complete(self) -> None:
+        if self._linger_until is not None:  # no keep-alive, no pipelined request
+            self.server_state.total_requests += 1
+            return
+        super().on_response_complete()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._write_since = self.loop.time()
+        self._write_left = 1 << 62  # the first sweep records the buffer's size
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._write_since = None
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn answers any parser error with 400; ours gets its precise status.
@@ -93,6 +223,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse()
         else:
             super().send_400_response(msg)
+
+    # The once-a-second sweep (worker.DrainingServer.on_tick)
+
+    def sweep(self, now: float) -> None:
+        """Enforce every deadline of this connection at loop time ``now``."""
+        transport = self.transport
+        if transport is None:
+            return
+        if self._write_since is not None:  # also once closing: close() waits for the buffer
+            self.expire_stalled_write(now)
+        if transport.is_closing():
+            return
+        if self._linger_until is not None:
+            if now >= self._linger_until or now - self._linger_last >= LINGER_IDLE_SECONDS:
+                self.transport.close()
+            return
+        if self._head_since is not None:
+            self.expire_slow_head(now)
+        elif self._body_since is not None:
+            self.expire_slow_body(now)
 
     def expire_slow_head(self, now: float) -> None:
         """Close the connection if its pending head is older than ``head_timeout``."""
@@ -106,8 +256,73 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._close_with(
                 _TIMEOUT,
                 problem_body(408, f"request head not complete within {self.head_timeout:g}s"),
+                TIMEOUT_LINGER_SECONDS,
             )
         elif not self.transport.is_closing():
+            self.transport.close()
+
+    def expire_slow_body(self, now: float) -> None:
+        """Fail the request whose body has not advanced for ``body_timeout``."""
+        since = self._body_since
+        if since is None or self.transport is None:
+            return
+        if self.flow.read_paused:  # the application has not taken what is buffered
+            self._body_since = now
+            return
+        if now - since < self.body_timeout:
+            return
+        self._body_since = None
+        self._in_body = False
+        cycle = self.cycle
+        self.logger.warning("request body not complete: nothing for %gs", self.body_timeout)
+        if cycle is None or cycle.response_started or cycle.response_complete:
+            self.transport.close()
+            return
+        # The application answers (408 problem, its own headers); the response, which
+        # starts with the body unread, closes with a linger.
+        cycle.__class__ = _ExpiredCycle
+        cycle.message_event.set()  # wake a receive() in progress: its next one raises
+
+    def expire_stalled_write(self, now: float) -> None:
+        """Cut a response whose writes have been blocked for ``body_timeout``."""
+        since = self._write_since
+        left = self.transport.get_write_buffer_size()
+        if since is None or left == 0:
+            return
+        previous, self._write_left = self._write_left, left
+        if 0 <= left < previous:  # the client took some: the deadline restarts
+            self._write_since = now
+            return
+        if now - since >= self.body_timeout:
+            self.logger.warning("response not read by the client for %gs", self.body_timeout)
+            self._write_since = None
+            self.transport.abort()
+
+    # Lingering close
+
+    def linger(self, seconds: float) -> None:
+        """Stop writing, discard what the client still sends, close when it is done."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._linger_until is not None:
+            return
+        now = self.loop.time()
+        self._linger_until = now + seconds
+        self._linger_last = now
+        self._linger_left = LINGER_MAX_BYTES
+        self._head_since = self._body_since = self._write_since = None
+        self._in_head = self._in_body = False
+        self._unset_keepalive_if_required()
+        if transport.can_write_eof():
+            transport.write_eof()  # after the buffered response: the client sees its end
+        else:  # pragma: no cover - TLS transports cannot half-close
+            transport.close()
+            return
+        self.flow.resume_reading()
+
+    def _discard(self, size: int) -> None:
+        self._linger_left -= size
+        self._linger_last = self.loop.time()
+        if self._linger_left <= 0:
             self.transport.close()
 
     def _refuse(self) -> None:
@@ -115,9 +330,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.logger.warning("request head over %d bytes refused", self.max_head_bytes)
         self._in_head = False
         self._head_since = None
-        self._close_with(_TOO_LARGE, body)
+        self._close_with(_TOO_LARGE, body, LINGER_SECONDS)
 
-    def _close_with(self, status_line: bytes, body: bytes) -> None:
+    def _close_with(self, status_line: bytes, body: bytes, linger: float) -> None:
         if not self.transport.is_closing():
             self.transport.write(
                 status_line
@@ -127,4 +342,4 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
                 + body
             )
-            self.transport.close()
+            self.linger(linger)

@@ -8,8 +8,12 @@ is asynchronous), so closing at once drops requests. The sequence here:
 
 1. SIGTERM: ``/readyz`` answers 503 at once (``lifecycle.state.draining``);
 2. requests keep being served for ``APP_SHUTDOWN_DELAY_SECONDS``;
-3. then uvicorn's graceful shutdown: listener closed, in-flight requests get up to
+3. then ``lifecycle.state.end_drain()`` (the platform closes its WebSockets with 1001) and
+   uvicorn's graceful shutdown: listener closed, in-flight requests get up to
    ``APP_GRACEFUL_TIMEOUT_SECONDS`` to finish, lifespan shutdown flushes spans; exit.
+
+Once a second ``on_tick`` also sweeps the connections for their deadlines (request head,
+request body, stalled response writes, lingering closes: ``protocol.py``).
 """
 
 from __future__ import annotations
@@ -69,12 +73,15 @@ class DrainingServer(Server):
     async def on_tick(self, counter: int) -> bool:
         if self._drain_deadline is not None and time.monotonic() >= self._drain_deadline:
             self._drain_deadline = None
+            # The platform closes its WebSockets (1001) first: uvicorn's shutdown would
+            # otherwise wait for them for the whole graceful timeout.
+            lifecycle.state.end_drain()
             super().handle_exit(signal.SIGTERM, None)
-        if counter % 10 == 0:  # once a second (a tick is 0.1 s): the head-time sweep
-            now = asyncio.get_running_loop().time()
+        if counter % 10 == 0:  # once a second (a tick is 0.1 s): the deadline sweep
+            now = asyncio.get_running_loop().time()  # head, body, stalled write, linger
             for connection in list(self.server_state.connections):
                 if isinstance(connection, LimitedHttpToolsProtocol):
-                    connection.expire_slow_head(now)
+                    connection.sweep(now)
         return await super().on_tick(counter)
 
 
@@ -85,6 +92,7 @@ class UvicornWorker(_BaseUvicornWorker):
         settings = get_settings()
         LimitedHttpToolsProtocol.max_head_bytes = settings.max_header_bytes
         LimitedHttpToolsProtocol.head_timeout = settings.header_timeout_seconds
+        LimitedHttpToolsProtocol.body_timeout = settings.body_timeout_seconds
         self.CONFIG_KWARGS = {
             **_BaseUvicornWorker.CONFIG_KWARGS,
             "http": LimitedHttpToolsProtocol,
@@ -92,6 +100,9 @@ class UvicornWorker(_BaseUvicornWorker):
             "access_log": False,  # the middleware writes the one access line
             "timeout_graceful_shutdown": settings.graceful_timeout_seconds,
             "proxy_headers": True,
+            # A silent WebSocket peer is closed when a ping goes unanswered (0: no pings).
+            "ws_ping_interval": settings.ws_ping_interval_seconds or None,
+            "ws_ping_timeout": settings.ws_ping_timeout_seconds,
         }
         self._shutdown_delay = settings.shutdown_delay_seconds
         super().__init__(*args, **kwargs)
