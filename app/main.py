@@ -5,6 +5,11 @@ from app.platform.app_factory import create_app
 from app.platform.settings import load_settings_or_exit
 
 settings = load_settings_or_exit()
-app = create_app(settings, api.routers, title="fastapi-app", version="0.1.0")
-for _name, _check in api.readiness_checks.items():
-    app.readiness.register(_name, _check)
+app = create_app(
+    settings,
+    api.routers,
+    title="fastapi-app",
+    version="0.1.0",
+    readiness_checks=api.readiness_checks,
+    lifespan=getattr(api, "lifespan", None),
+)

@@ -7,11 +7,19 @@ each extra middleware layer (and ``BaseHTTPMiddleware`` above all) costs through
   else a fresh one; echoed on every response and bound for every log line;
 - security headers on every response (uvicorn's ``Server`` header is off in ``worker.py``);
 - load shedding: past ``APP_MAX_CONCURRENT_REQUESTS`` in flight in this worker, a fast 503
-  with ``Retry-After`` instead of an unbounded queue (probes are never shed);
+  with ``Retry-After`` instead of an unbounded queue (probes are never shed); a request with
+  a body is admitted only once its body has arrived (``_BodyReceiver``);
 - body limit: 413 when ``Content-Length`` exceeds ``APP_MAX_BODY_BYTES``, or as soon as a
   chunked body streams past it;
-- metrics (route template labels), the server span, and one access line per request;
-- unhandled exceptions: one error log line with the traceback, a problem+json 500 out.
+- metrics (route template labels from ``routes.RouteResolver``), the server span, and one
+  access line per request; a client that left before the response was complete is
+  recorded as 499 (nginx's code);
+- unhandled exceptions, also after the response started (a failing stream or background
+  task): one error log line with the traceback, counted as a 500; a problem+json 500 out
+  when nothing was sent yet.
+
+WebSocket sessions are handed to ``websockets.WebSocketSessions`` (request id, metrics, a
+log line per connection, idle limit, close on drain).
 
 Probes (``/livez``, ``/readyz``) are served here by ``health.Probes``, not by the app's
 routing; they produce no span and no access line, and are counted in the metrics.
@@ -20,8 +28,7 @@ routing; they produce no span and no access line, and are counted in the metrics
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable
-from functools import lru_cache
+from collections.abc import Awaitable
 from random import getrandbits
 from time import perf_counter
 from typing import Any
@@ -29,16 +36,20 @@ from typing import Any
 from opentelemetry import propagate
 from opentelemetry.trace import NonRecordingSpan, Status, StatusCode
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import BaseRoute, Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.platform.context import request_id_var
 from app.platform.errors import PROBLEM_JSON, UNEXPECTED_ERROR, problem_body
 from app.platform.health import PROBE_PATHS
 from app.platform.metrics import KNOWN_METHODS, OTHER_METHOD, HttpMetrics
+from app.platform.routes import RouteResolver
 from app.platform.tracing import ServerSpan, ServerSpans
 
-UNMATCHED_ROUTE = "unmatched"
+# nginx's code for "the client closed the connection before the response was complete".
+CLIENT_CLOSED_REQUEST = 499
+# Where ``app_factory.OuterStack`` leaves the server's own ``send`` when middleware runs
+# outside the platform layer, so a client that left can still be told apart (499).
+SERVER_SEND_KEY = "app.platform.server_send"
 _valid_request_id = re.compile(rb"[A-Za-z0-9._-]{1,128}").fullmatch
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
@@ -52,6 +63,7 @@ DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
 _DOCS_HEADERS = tuple(h for h in SECURITY_HEADERS if h[0] != b"content-security-policy")
 _NO_STORE = (b"cache-control", b"no-store")
 _RID = b"x-request-id"
+_RETRY_AFTER = ((b"retry-after", b"1"),)
 
 
 class BodyTooLarge(StarletteHTTPException):
@@ -61,46 +73,53 @@ class BodyTooLarge(StarletteHTTPException):
         super().__init__(413, f"request body exceeds the limit of {limit} bytes")
 
 
-def flatten_routes(routes: Iterable[Any], prefix: str = "") -> list[tuple[Any, str, Any]]:
-    """(compiled regex, template, methods) for every route, descending into mounts."""
-    flat: list[tuple[Any, str, Any]] = []
-    for route in routes:
-        if isinstance(route, Mount):
-            flat.extend(flatten_routes(route.routes, prefix + route.path))
-            continue
-        path = getattr(route, "path", None)
-        if path is None:
-            continue
-        template = prefix + path
-        regex = compile_path(template)[0] if prefix else route.path_regex
-        flat.append((regex, template, getattr(route, "methods", None)))
-    return flat
+class ServerBusy(StarletteHTTPException):
+    """Raised from ``receive`` when a request's body has arrived but the worker is at its
+    concurrency limit; rendered as a 503 with ``Retry-After``."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            503, "server busy: concurrency limit reached, retry later", {"Retry-After": "1"}
+        )
 
 
-def route_resolver(routes: Iterable[Any]) -> Callable[[str, str], str]:
-    """Map (method, path) to the route template, cached; unmatched paths share one value.
-    A probe path is its own template.
+class _BodyReceiver:
+    """``receive`` for a request with a body: admission once the body is in, and the limit
+    of a chunked body.
 
-    Resolving before the app runs lets the in-progress gauge and the span name carry the
-    template from the first byte. A method mismatch (405) still names the route. After the
-    call the middleware prefers the route FastAPI itself matched (``scope["route"]``).
+    A request is admitted against ``APP_MAX_CONCURRENT_REQUESTS`` only once its whole body
+    has arrived, so clients that trickle bodies (slowhttptest ``-B``) hold a connection and
+    a buffer, bounded by ``APP_BODY_TIMEOUT_SECONDS``, but never a slot that a request ready
+    to run needs. A body with no ``Content-Length`` is counted as it streams (413 past the
+    limit).
     """
-    table = flatten_routes(routes)
 
-    @lru_cache(maxsize=4096)
-    def resolve(method: str, path: str) -> str:
-        if path in PROBE_PATHS:
-            return path
-        partial = None
-        for regex, template, methods in table:
-            if regex.match(path) is None:
-                continue
-            if not methods or method in methods:
-                return template
-            partial = partial or template
-        return partial or UNMATCHED_ROUTE
+    __slots__ = ("admitted", "chunked", "limit", "platform", "receive", "received")
 
-    return resolve
+    def __init__(
+        self, receive: Receive, platform: PlatformMiddleware, chunked: bool, limit: int
+    ) -> None:
+        self.receive = receive
+        self.platform = platform
+        self.chunked = chunked
+        self.limit = limit
+        self.received = 0
+        self.admitted = False
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
+        if message["type"] == "http.request":
+            if self.chunked:
+                self.received += len(message.get("body", b""))
+                if self.received > self.limit:
+                    raise BodyTooLarge(self.limit)
+            if not message.get("more_body", False) and not self.admitted:
+                platform = self.platform
+                if platform.in_flight >= platform.limit:
+                    raise ServerBusy
+                platform.in_flight += 1
+                self.admitted = True
+        return message
 
 
 class PlatformMiddleware:
@@ -110,8 +129,9 @@ class PlatformMiddleware:
         self,
         app: ASGIApp,
         *,
-        routes: list[BaseRoute],
+        routes: RouteResolver,
         probes: ASGIApp,
+        websockets: ASGIApp,
         metrics: HttpMetrics,
         max_body_bytes: int,
         max_concurrent_requests: int,
@@ -120,10 +140,12 @@ class PlatformMiddleware:
     ) -> None:
         self.app = app
         self._probes = probes  # /livez and /readyz, served here rather than by the app
-        self._resolve = route_resolver(routes)
+        self._websockets = websockets  # WebSocket sessions (``websockets.WebSocketSessions``)
+        self._resolve = routes.resolve
+        self._routes = routes
         self._metrics = metrics
         self._max_body = max_body_bytes
-        self._limit = max_concurrent_requests
+        self.limit = max_concurrent_requests
         self._access_log = access_log
         self._log = logger
         # Set by the lifespan when tracing is configured (an OTLP endpoint is set).
@@ -133,9 +155,12 @@ class PlatformMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Every line here runs once per request, between the server's and the app's own
         # work, where each Python operation costs several times its micro-benchmark:
-        # README "Performance" has the figures behind the shape of this method.
+        # docs/performance.md has the figures behind the shape of this method.
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            if scope["type"] == "websocket":
+                await self._websockets(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         start = perf_counter()
         method = scope["method"]
@@ -197,43 +222,56 @@ class PlatformMiddleware:
             span_token = tracer.activate(span, parent)
 
         error: BaseException | None = None
-        shed = False
-        if not probe:
-            if self.in_flight >= self._limit:
-                shed = True
-            else:
-                self.in_flight += 1
+        # Admission: probes never count; a request with a body counts once the body is in
+        # (``_BodyReceiver``); any other request now.
+        body: _BodyReceiver | None = None
+        admitted = shed = False
+        if probe:
+            pass
+        elif chunked or (content_length is not None and content_length != b"0"):
+            body = _BodyReceiver(receive, self, chunked, self._max_body)
+        elif self.in_flight >= self.limit:
+            shed = True
+        else:
+            self.in_flight += 1
+            admitted = True
         try:
             if shed:
-                await _send_problem(
-                    send_with_headers,
-                    503,
-                    "server busy: concurrency limit reached, retry later",
-                    ((b"retry-after", b"1"),),
-                )
-            elif content_length is not None and _too_large(content_length, self._max_body):
-                await _send_problem(send_with_headers, 413, BodyTooLarge(self._max_body).detail)
-            else:
-                app = self._probes if probe else self.app
-                if chunked:  # no Content-Length: the limit is checked as the body streams
-                    receive = _limit_body(receive, self._max_body)
-                await app(scope, receive, send_with_headers)
+                raise ServerBusy
+            if content_length is not None and _too_large(content_length, self._max_body):
+                raise BodyTooLarge(self._max_body)
+            await (self._probes if probe else self.app)(
+                scope, receive if body is None else body, send_with_headers
+            )
         except Exception as exc:  # the last line of defence: log once, answer once
             error = exc
             if not status:
-                if isinstance(exc, BodyTooLarge):
-                    await _send_problem(send_with_headers, 413, exc.detail)
+                if isinstance(exc, StarletteHTTPException) and exc.status_code in (413, 503):
+                    await _send_problem(
+                        send_with_headers,
+                        exc.status_code,
+                        exc.detail,
+                        _RETRY_AFTER if exc.status_code == 503 else (),
+                    )
                 else:
                     await _send_problem(send_with_headers, 500, UNEXPECTED_ERROR)
         finally:
-            if not probe and not shed:
+            if admitted or (body is not None and body.admitted):
                 self.in_flight -= 1
             duration = perf_counter() - start
-            if not status:  # no response was started: the server answers 500
+            if isinstance(error, (BodyTooLarge, ServerBusy)):
+                error = None  # answered with its own status; no traceback to log
+            elif error is not None:
+                # Also after the response started (a failing stream or background task):
+                # the request failed, so it is counted and logged as a 500.
                 status = 500
-            matched = scope.get("route")
-            if matched is not None:
-                route = getattr(matched, "path", route)
+            server_send = scope.get(SERVER_SEND_KEY, send)
+            if getattr(getattr(server_send, "__self__", None), "disconnected", False):
+                # uvicorn's RequestResponseCycle: the client left before the response was
+                # complete (fenced in tests/contract).
+                status = CLIENT_CLOSED_REQUEST
+            elif not status:  # no response was started: the server answers 500
+                status = 500
             metrics.finish(started_slot, label_method, route, status, duration)
             trace_id = span_id = None
             if span is not None:
@@ -244,9 +282,7 @@ class PlatformMiddleware:
                         trace_id, span_id = ctx.trace_id, ctx.span_id
                     span.end()
                 tracer.deactivate(span_token)
-            if (self._access_log and not probe) or (error is not None and status >= 500):
-                if isinstance(error, BodyTooLarge):  # a client error, answered with a 413
-                    error = None
+            if (self._access_log and not probe) or error is not None:
                 self._log.request(
                     method,
                     path,
@@ -267,21 +303,6 @@ def _too_large(raw: bytes, limit: int) -> bool:
         return int(raw) > limit
     except ValueError:  # the HTTP parser rejects these first; be safe anyway
         return False
-
-
-def _limit_body(receive: Receive, limit: int) -> Receive:
-    received = 0
-
-    async def limited() -> Message:
-        nonlocal received
-        message = await receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise BodyTooLarge(limit)
-        return message
-
-    return limited
 
 
 async def _send_problem(
