@@ -49,9 +49,9 @@ contract test: ``HttpToolsProtocol`` attributes ``cycle``, ``transport``, ``flow
 ``loop``, ``logger``, ``server_state``, ``scope`` and methods ``data_received``,
 ``on_url``, ``on_header``, ``on_headers_complete``, ``on_message_complete``,
 ``on_response_complete``, ``send_400_response``, ``_unset_keepalive_if_required``;
-``RequestResponseCycle`` (subclassed: its instances get this module's class right after
-uvicorn creates them) with ``send``, ``receive``, ``transport``, ``keep_alive``,
-``more_body``, ``response_started``, ``response_complete``, ``disconnected``,
+``RequestResponseCycle`` (subclassed: each instance gets this module's class right after
+uvicorn creates it, before its task first runs) with ``send``, ``receive``, ``transport``,
+``keep_alive``, ``more_body``, ``response_started``, ``response_complete``, ``disconnected``,
 ``message_event``; ``FlowControl.read_paused`` / ``write_paused`` / ``resume_reading``.
 """
 
@@ -107,12 +107,17 @@ class _LingerOnClose:
 
 class _Cycle(RequestResponseCycle):
     """uvicorn's cycle, whose response says ``Connection: close`` and lingers when it
-    starts while the request body is still arriving."""
+    starts while the request body is still arriving, and whose reads fail with a 408 once
+    the body has stopped arriving (``expired``)."""
 
     protocol: LimitedHttpToolsProtocol
     linger_seconds = LINGER_SECONDS
+    expired = False
 
-    def send(self, message: Any) -> Any:  # a plain function: no coroutine of its own
+    # Plain functions handing back uvicorn's coroutine: no coroutine of their own. (The
+    # application holds these bound methods from its first call on, so state lives in
+    # attributes, not in a class swapped later.)
+    def send(self, message: Any) -> Any:
         if self.more_body and not self.response_started and not self.disconnected:
             self.keep_alive = False  # uvicorn then writes "connection: close"
             self.transport = _LingerOnClose(  # type: ignore[assignment]
@@ -120,13 +125,12 @@ class _Cycle(RequestResponseCycle):
             )
         return RequestResponseCycle.send(self, message)
 
+    def receive(self) -> Any:
+        if self.expired:
+            return self._timed_out()
+        return RequestResponseCycle.receive(self)
 
-class _ExpiredCycle(_Cycle):
-    """A cycle whose body stopped arriving: the application's next read fails with 408."""
-
-    linger_seconds = TIMEOUT_LINGER_SECONDS
-
-    async def receive(self) -> Any:
+    async def _timed_out(self) -> Any:
         raise BodyTimeout(self.protocol.body_timeout)
 
 
@@ -275,13 +279,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_body = False
         cycle = self.cycle
         self.logger.warning("request body not complete: nothing for %gs", self.body_timeout)
-        if cycle is None or cycle.response_started or cycle.response_complete:
+        if (
+            cycle is None
+            or cycle.__class__ is not _Cycle
+            or cycle.response_started
+            or cycle.response_complete
+        ):
             self.transport.close()
             return
         # The application answers (408 problem, its own headers); the response, which
         # starts with the body unread, closes with a linger.
-        cycle.__class__ = _ExpiredCycle
-        cycle.message_event.set()  # wake a receive() in progress: its next one raises
+        cycle.expired = True  # type: ignore[attr-defined]
+        cycle.linger_seconds = TIMEOUT_LINGER_SECONDS  # type: ignore[attr-defined]
+        cycle.message_event.set()  # wake a receive() in progress: the next one raises
 
     def expire_stalled_write(self, now: float) -> None:
         """Cut a response whose writes have been blocked for ``body_timeout``."""

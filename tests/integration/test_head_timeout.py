@@ -1,19 +1,25 @@
-"""APP_HEADER_TIMEOUT_SECONDS on the real server: a request head must arrive in time.
+"""APP_HEADER_TIMEOUT_SECONDS and APP_BODY_TIMEOUT_SECONDS on the real server.
 
 A connection that sends nothing, or trickles a head (slowloris), is closed once the
 timeout has passed (the sweep runs once a second, so within a second after it); a partial
 request gets a 408 problem first. Idle time between keep-alive requests is not head time.
+
+A request body must keep arriving: a gap longer than the body timeout gets a 408 problem
+(rendered by the app: request id, access line) and the connection closes; a body that
+trickles but never pauses that long is served.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support.server import GunicornServer, running_server
+from app.platform.protocol import TIMEOUT_LINGER_SECONDS
+from tests.support.server import GunicornServer, running_server, wait_for
 
 TIMEOUT = 1.0
 SWEEP = 1.0  # the worker checks its connections once a second
@@ -22,7 +28,8 @@ HEAD = b"GET /api/v1/hello HTTP/1.1\r\nHost: t\r\n"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[GunicornServer]:
-    with running_server({"APP_HEADER_TIMEOUT_SECONDS": str(TIMEOUT)}, workers=2) as srv:
+    env = {"APP_HEADER_TIMEOUT_SECONDS": str(TIMEOUT), "APP_BODY_TIMEOUT_SECONDS": str(TIMEOUT)}
+    with running_server(env, workers=2) as srv:
         yield srv
 
 
@@ -55,7 +62,8 @@ def test_a_trickled_head_gets_408_and_the_connection_closes(server: GunicornServ
         data, elapsed = read_until_closed(sock, trickle=True, limit=TIMEOUT + SWEEP + 3)
     assert data.startswith(b"HTTP/1.1 408 "), data[:200]
     assert b"application/problem+json" in data and b"connection: close" in data
-    assert TIMEOUT * 0.9 <= elapsed < TIMEOUT + SWEEP + 1.5, elapsed
+    # the 408, then a short lingering close (the client keeps trickling meanwhile)
+    assert TIMEOUT * 0.9 <= elapsed < TIMEOUT + SWEEP + TIMEOUT_LINGER_SECONDS + SWEEP + 1, elapsed
     warnings = [e for e in server.json_logs() if "not complete within" in e.get("event", "")]
     assert warnings and warnings[-1]["level"] == "warning"
 
@@ -89,3 +97,56 @@ def test_keep_alive_idle_time_is_not_head_time(server: GunicornServer) -> None:
         time.sleep(TIMEOUT * 0.3)  # the head's second half comes later, still in time
         sock.sendall(b"\r\n")
         assert response_status().startswith(b"HTTP/1.1 200 ")
+
+
+ECHO_BODY = json.dumps({"message": "trickled"}).encode()
+
+
+def echo_head(length: int, request_id: str) -> bytes:
+    return (
+        b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"X-Request-ID: %s\r\nContent-Length: %d\r\n\r\n" % (request_id.encode(), length)
+    )
+
+
+def test_a_stalled_body_gets_408_and_the_connection_closes(server: GunicornServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(echo_head(len(ECHO_BODY), "stalled-body-1") + ECHO_BODY[:5])
+        data, elapsed = read_until_closed(sock, trickle=False, limit=TIMEOUT + SWEEP + 4)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), data[:300]
+    assert b"application/problem+json" in head and b"connection: close" in head.lower()
+    problem = json.loads(body)
+    assert problem["status"] == 408 and problem["request_id"] == "stalled-body-1"
+    assert TIMEOUT * 0.9 <= elapsed < TIMEOUT + SWEEP + TIMEOUT_LINGER_SECONDS + SWEEP + 1
+    lines = wait_for(
+        lambda: [e for e in server.access_logs() if e.get("request_id") == "stalled-body-1"],
+        timeout=5,
+    )
+    assert lines[0]["status"] == 408, lines
+
+
+def test_a_body_that_keeps_arriving_is_served(server: GunicornServer) -> None:
+    """Bytes every 0.3 s for longer than the timeout in all: never a gap past it."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(echo_head(len(ECHO_BODY), "trickled-body-1"))
+        start = time.monotonic()
+        for i in range(0, len(ECHO_BODY), 2):
+            sock.sendall(ECHO_BODY[i : i + 2])
+            time.sleep(0.3)  # the client's pace is the behaviour under test
+        took = time.monotonic() - start
+        reader = sock.makefile("rb")
+        status = reader.readline()
+    assert took > TIMEOUT * 2, took
+    assert status.startswith(b"HTTP/1.1 200 "), status
+
+
+def test_a_stalled_body_frees_the_connection_for_a_new_request(server: GunicornServer) -> None:
+    """After the 408 the worker serves the next request on a new connection at once."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(echo_head(1000, "stalled-body-2") + b"{")
+        data, _ = read_until_closed(sock, trickle=False, limit=TIMEOUT + SWEEP + 4)
+    assert data.startswith(b"HTTP/1.1 408 "), data[:200]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(HEAD + b"\r\n")
+        assert sock.makefile("rb").readline().startswith(b"HTTP/1.1 200 ")
