@@ -8,9 +8,11 @@
 #   scripts/kind.sh down        delete the cluster
 #   scripts/kind.sh all         up, deploy, [prometheus if PROMETHEUS=1], loadtest
 #
+# Everything after `up` runs scripts/cluster/deploy.sh (shared with the local cluster).
 # DRY_RUN=1 prints the command sequence ("+ cmd ...") instead of running it.
 # Settings (environment): CLUSTER, NAMESPACE, RELEASE, IMAGE (repo:tag), CONTAINER_ENGINE
-# (docker|podman), KIND, KUBECTL, HELM, MAKE, LOCAL_PORT, PROFILE, PROMETHEUS, TIMEOUT.
+# (docker|podman: the image reaches the nodes as an archive, `docker save` / `podman save`
+# then `kind load image-archive`), KIND, KUBECTL, HELM, MAKE, LOCAL_PORT, PROFILE, PROMETHEUS, TIMEOUT.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -68,18 +70,6 @@ require() {
   done
 }
 
-image_repo() { printf '%s\n' "${IMAGE%:*}"; }
-image_tag() { printf '%s\n' "${IMAGE##*:}"; }
-
-# Name under which the nodes see the image: podman stores unqualified names under localhost/.
-node_image_repo() {
-  if [ "$CONTAINER_ENGINE" = "podman" ] && [[ "$(image_repo)" != */* ]]; then
-    printf 'localhost/%s\n' "$(image_repo)"
-  else
-    image_repo
-  fi
-}
-
 cluster_exists() {
   [ "$DRY_RUN" = "1" ] && return 1
   "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER"
@@ -95,38 +85,22 @@ cmd_up() {
   run "$KUBECTL" cluster-info --context "kind-$CLUSTER"
 }
 
-load_image() {
-  if [ "$CONTAINER_ENGINE" = "docker" ]; then
-    run "$KIND" load docker-image "$IMAGE" --name "$CLUSTER"
-  else
-    local archive="${TMPDIR:-/tmp}/fastapi-app-image.tar"
-    run "$CONTAINER_ENGINE" save -o "$archive" "$(node_image_repo):$(image_tag)"
-    run "$KIND" load image-archive "$archive" --name "$CLUSTER"
-    run rm -f "$archive"
-  fi
-}
-
-helm_install() {
-  # extra args are appended (e.g. the monitoring switches)
-  run "$HELM" upgrade --install "$RELEASE" "$CHART" \
-    --kube-context "kind-$CLUSTER" \
-    --namespace "$NAMESPACE" \
-    -f "$KIND_VALUES" \
-    --set "image.repository=$(node_image_repo)" \
-    --set "image.tag=$(image_tag)" \
-    "$@" \
-    --wait --timeout "$TIMEOUT"
+# Everything after the cluster exists is scripts/cluster/deploy.sh, the same script the
+# local cluster (make cluster-deploy, tests/cluster) runs; here with TARGET=kind: the image
+# goes to the nodes as an archive (`docker save` / `podman save`, then `kind load
+# image-archive`), which works with both Docker image stores and with podman.
+deploy() {
+  (
+    export DRY_RUN CLUSTER NAMESPACE RELEASE IMAGE CONTAINER_ENGINE KIND KUBECTL HELM MAKE \
+      LOCAL_PORT PROFILE TIMEOUT
+    TARGET=kind KUBE_CONTEXT="kind-$CLUSTER" VALUES="$KIND_VALUES" HELM_ARGS="${HELM_ARGS:-}" \
+      bash "$ROOT/scripts/cluster/deploy.sh" "$@"
+  )
 }
 
 cmd_deploy() {
   require "$KIND" "$KUBECTL" "$HELM" "$MAKE"
-  run "$MAKE" image "IMAGE=$IMAGE"
-  load_image
-  # The namespace enforces the Pod Security Standard "restricted".
-  run "$KUBECTL" --context "kind-$CLUSTER" apply -f k8s/base/namespace.yaml
-  helm_install
-  run "$KUBECTL" --context "kind-$CLUSTER" -n "$NAMESPACE" rollout status "deployment/$RELEASE" --timeout "$TIMEOUT"
-  run "$HELM" test "$RELEASE" --kube-context "kind-$CLUSTER" --namespace "$NAMESPACE" --logs
+  deploy image load namespace install wait test
 }
 
 cmd_prometheus() {
@@ -139,35 +113,14 @@ cmd_prometheus() {
     --set grafana.sidecar.dashboards.enabled=true \
     --set grafana.sidecar.dashboards.searchNamespace=ALL \
     --wait --timeout 10m
-  helm_install --set serviceMonitor.enabled=true --set prometheusRule.enabled=true \
-    --set grafanaDashboard.enabled=true --set "networkPolicy.monitoringNamespace=$MONITORING_NS"
-}
-
-wait_port() {
-  local i
-  for i in $(seq 1 30); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$LOCAL_PORT") 2>/dev/null; then return 0; fi
-    sleep 1
-  done
-  log "port-forward did not open 127.0.0.1:$LOCAL_PORT (try $i)"
-  return 1
+  HELM_ARGS="--set serviceMonitor.enabled=true --set prometheusRule.enabled=true \
+--set grafanaDashboard.enabled=true --set networkPolicy.monitoringNamespace=$MONITORING_NS" \
+    deploy install
 }
 
 cmd_loadtest() {
   require "$KUBECTL" "$MAKE"
-  local host="http://127.0.0.1:$LOCAL_PORT"
-  if [ "$DRY_RUN" = "1" ]; then
-    run "$KUBECTL" --context "kind-$CLUSTER" -n "$NAMESPACE" port-forward "svc/$RELEASE" "$LOCAL_PORT:8000"
-    run "$MAKE" loadtest "HOST=$host" "PROFILE=$PROFILE"
-    return 0
-  fi
-  log "$KUBECTL port-forward svc/$RELEASE $LOCAL_PORT:8000 (background)"
-  "$KUBECTL" --context "kind-$CLUSTER" -n "$NAMESPACE" port-forward "svc/$RELEASE" "$LOCAL_PORT:8000" >/dev/null &
-  local pf=$!
-  # shellcheck disable=SC2064  # expand now: stop this port-forward on exit
-  trap "kill $pf 2>/dev/null || true" EXIT
-  wait_port
-  run "$MAKE" loadtest "HOST=$host" "PROFILE=$PROFILE"
+  deploy loadtest
 }
 
 cmd_down() {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build the Kubernetes server binaries (and etcd, CoreDNS, metrics-server) from their Go
-# modules, once per machine and version, into a cache outside the repo.
+# Build the Kubernetes server binaries (and etcd, CoreDNS, metrics-server, crictl, the
+# sandbox's pause process) from their Go modules, once per machine and version, into a cache outside the repo.
 #
 # Why from Go modules: no registry here serves Kubernetes server binaries, but the Go module
 # proxy serves k8s.io/kubernetes. `go install k8s.io/kubernetes/cmd/kubelet@vX` fails because
@@ -38,7 +38,7 @@ build_kubernetes() {
       gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
       local minor="v0.${K8S_VERSION#v1.}"
       local m
-      for m in $(sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$gomod"); do
+      sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$gomod" | while read -r m; do
         go mod edit -replace "$m=$m@$minor"
       done
       printf 'package main\n\nimport (\n' > tools.go
@@ -49,7 +49,6 @@ build_kubernetes() {
     local ver="$K8S_VERSION" minor_num="${K8S_VERSION#v1.}"
     minor_num="${minor_num%%.*}"
     local pkgs
-    for pkgs in k8s.io/component-base/version k8s.io/client-go/pkg/version; do :; done
     local ldflags="-s -w"
     for pkgs in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
       ldflags+=" -X $pkgs.gitVersion=$ver -X $pkgs.gitMajor=1 -X $pkgs.gitMinor=$minor_num"
@@ -63,10 +62,14 @@ build_kubernetes() {
   )
 }
 
-# build_module NAME MODULE@VERSION PACKAGE: a plain go build in a wrapper module
+# build_module NAME MODULE@VERSION PACKAGE: a plain go build in a wrapper module. The
+# binary's version is stamped beside it (NAME.version): a new pin rebuilds it.
 build_module() {
-  local name=$1 modver=$2 pkg=$3
-  [ -x "$KIT_BIN/$name" ] && { log "$name: cached"; return; }
+  local name=$1 modver=$2 pkg=$3 stamp="$KIT_BIN/$1.version"
+  if [ -x "$KIT_BIN/$name" ]; then
+    [ -f "$stamp" ] || echo "$modver" >"$stamp"
+    if [ "$(cat "$stamp")" = "$modver" ]; then log "$name ${modver##*@}: cached"; return; fi
+  fi
   local src="$KIT_CACHE/src/$name-${modver##*@}"
   mkdir -p "$src"
   (
@@ -80,15 +83,32 @@ build_module() {
     log "$name ${modver##*@}: building"
     go build -trimpath -ldflags "-s -w ${4:-}" -o "$KIT_BIN/$name.tmp" "$pkg"
     mv "$KIT_BIN/$name.tmp" "$KIT_BIN/$name"
+    echo "$modver" >"$stamp"
   )
+}
+
+# The sandbox's pause process (scripts/cluster/pause, no dependencies).
+build_pause() {
+  local stamp="$KIT_BIN/pause.version" sum
+  sum=$(cat "$here/pause/main.go" "$here/pause/go.mod" | sha256sum | cut -c1-16)
+  if [ -x "$KIT_BIN/pause" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$sum" ]; then
+    log "pause: cached"
+    return
+  fi
+  log "pause: building"
+  (cd "$here/pause" && GOFLAGS="" go build -trimpath -ldflags "-s -w" -o "$KIT_BIN/pause.tmp" .)
+  mv "$KIT_BIN/pause.tmp" "$KIT_BIN/pause"
+  echo "$sum" >"$stamp"
 }
 
 want=${1:-all}
 case "$want" in
+  all|pause) build_pause ;;&
+  all|crictl) build_module crictl "sigs.k8s.io/cri-tools@$CRICTL_VERSION" sigs.k8s.io/cri-tools/cmd/crictl ;;&
   all|etcd) build_module etcd "go.etcd.io/etcd/server/v3@$ETCD_VERSION" go.etcd.io/etcd/server/v3 ;;&
   all|kubernetes) build_kubernetes ;;&
   all|coredns) build_module coredns "github.com/coredns/coredns@$COREDNS_VERSION" github.com/coredns/coredns ;;&
   all|metrics-server) build_module metrics-server "sigs.k8s.io/metrics-server@$METRICS_SERVER_VERSION" sigs.k8s.io/metrics-server/cmd/metrics-server ;;&
   *) ;;
 esac
-log "done: $(ls "$KIT_BIN" | tr '\n' ' ')"
+log "done: $(find "$KIT_BIN" -maxdepth 1 -type f ! -name '*.version' -printf '%f ' | sort)"

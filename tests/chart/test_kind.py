@@ -12,6 +12,7 @@ from tests.chart.conftest import ROOT, find_tool
 
 SCRIPTS = [
     ROOT / "scripts" / "kind.sh",
+    ROOT / "scripts" / "cluster" / "deploy.sh",
     ROOT / "scripts" / "tools" / "helm.sh",
     ROOT / "scripts" / "tools" / "chart-tools.sh",
 ]
@@ -68,8 +69,10 @@ def test_full_workflow_sequence() -> None:
     steps = [
         _index(cmds, "kind", "create", "cluster"),
         _index(cmds, "make", "image"),
+        _index(cmds, "docker", "save"),
         _index(cmds, "kind", "load"),
-        _index(cmds, "kubectl", "--context", "kind-fastapi-app", "apply"),
+        _index(cmds, "kubectl", "--context", "kind-fastapi-app", "create", "namespace"),
+        _index(cmds, "kubectl", "--context", "kind-fastapi-app", "label", "namespace"),
         _index(cmds, "helm", "upgrade", "--install"),
         _index(cmds, "kubectl", "--context", "kind-fastapi-app", "-n", "fastapi-app", "rollout"),
         _index(cmds, "helm", "test"),
@@ -83,23 +86,22 @@ def test_full_workflow_sequence() -> None:
     assert _arg(create, "--config") == "k8s/kind/cluster.yaml"
     assert _arg(create, "--name") == "fastapi-app"
     assert cmds[steps[1]] == ["make", "image", "IMAGE=fastapi-app:dev"]
-    assert cmds[steps[2]] == [
-        "kind",
-        "load",
-        "docker-image",
-        "fastapi-app:dev",
-        "--name",
-        "fastapi-app",
-    ]
-    assert _arg(cmds[steps[3]], "-f") == "k8s/base/namespace.yaml"
-    install = cmds[steps[4]]
+    # Not `kind load docker-image`, which fails with Docker's containerd image store: the
+    # image goes through an archive, the same path for Docker's two stores and for podman.
+    save, load = cmds[steps[2]], cmds[steps[3]]
+    assert save[:3] == ["docker", "save", "-o"] and save[4] == "fastapi-app:dev"
+    assert load == ["kind", "load", "image-archive", save[3], "--name", "fastapi-app"]
+    assert not any(c[:3] == ["kind", "load", "docker-image"] for c in cmds)
+    assert cmds[steps[4]][-1] == "fastapi-app"
+    assert "pod-security.kubernetes.io/enforce=restricted" in cmds[steps[5]]
+    install = cmds[steps[6]]
     assert install[3:5] == ["fastapi-app", "helm/fastapi-app"]
     assert _arg(install, "-f") == "helm/fastapi-app/values-kind.yaml"
     assert "image.repository=fastapi-app" in install and "image.tag=dev" in install
     assert "--wait" in install
-    assert "deployment/fastapi-app" in cmds[steps[5]]
-    assert cmds[steps[7]][-2:] == ["svc/fastapi-app", "8000:8000"]
-    assert cmds[steps[8]] == ["make", "loadtest", "HOST=http://127.0.0.1:8000", "PROFILE=smoke"]
+    assert "deployment/fastapi-app" in cmds[steps[7]]
+    assert cmds[steps[9]][-2:] == ["svc/fastapi-app", "8000:8000"]
+    assert cmds[steps[10]] == ["make", "loadtest", "HOST=http://127.0.0.1:8000", "PROFILE=smoke"]
     assert not any(c[:2] == ["kind", "delete"] for c in cmds), "`all` keeps the cluster"
 
 
@@ -121,6 +123,8 @@ def test_podman_loads_an_archive() -> None:
     save = _index(cmds, "podman", "save")
     load = _index(cmds, "kind", "load", "image-archive")
     assert save < load
+    assert cmds[save][-1] == "localhost/fastapi-app:dev"
+    assert cmds[load][3] == cmds[save][cmds[save].index("-o") + 1]
     install = cmds[_index(cmds, "helm", "upgrade", "--install")]
     assert "image.repository=localhost/fastapi-app" in install
 
@@ -132,10 +136,33 @@ def test_down_deletes_the_cluster() -> None:
 def test_custom_settings_flow_through() -> None:
     cmds = _dry_run("all", CLUSTER="dev", NAMESPACE="api", IMAGE="my/app:1.0", LOCAL_PORT="18000")
     assert _arg(cmds[_index(cmds, "kind", "create")], "--name") == "dev"
+    assert _arg(cmds[_index(cmds, "kind", "load")], "--name") == "dev"
     install = cmds[_index(cmds, "helm", "upgrade", "--install")]
     assert _arg(install, "--namespace") == "api"
+    assert _arg(install, "--kube-context") == "kind-dev"
     assert "image.repository=my/app" in install and "image.tag=1.0" in install
     assert cmds[_index(cmds, "make", "loadtest")][2] == "HOST=http://127.0.0.1:18000"
+
+
+def test_namespace_and_release_overrides() -> None:
+    """The namespace created and labelled is NAMESPACE (not the manifest's fixed one); the
+    rollout wait and the port-forward use the chart's fullname for RELEASE."""
+    cmds = _dry_run("all", NAMESPACE="team-a", RELEASE="api")
+    ctx = ["kubectl", "--context", "kind-fastapi-app"]
+    assert cmds[_index(cmds, *ctx, "create", "namespace")][-1] == "team-a"
+    assert not any("k8s/base/namespace.yaml" in c for c in cmds)
+    label = cmds[_index(cmds, *ctx, "label", "namespace")]
+    assert label[5] == "team-a" and "pod-security.kubernetes.io/enforce=restricted" in label
+    install = cmds[_index(cmds, "helm", "upgrade", "--install")]
+    assert install[3] == "api" and _arg(install, "--namespace") == "team-a"
+    rollout = cmds[_index(cmds, *ctx, "-n", "team-a", "rollout", "status")]
+    assert rollout[7] == "deployment/api-fastapi-app"
+    assert cmds[_index(cmds, "helm", "test")][2] == "api"
+    pf = cmds[_index(cmds, *ctx, "-n", "team-a", "port-forward")]
+    assert "svc/api-fastapi-app" in pf
+    # a release name that contains the chart name is the fullname itself
+    cmds = _dry_run("deploy", RELEASE="my-fastapi-app")
+    assert "deployment/my-fastapi-app" in cmds[_index(cmds, *ctx, "-n", "fastapi-app", "rollout")]
 
 
 def test_unknown_command_fails() -> None:

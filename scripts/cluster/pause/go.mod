@@ -1,0 +1,3 @@
+module kitbuild/pause
+
+go 1.22
