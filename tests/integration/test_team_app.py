@@ -1,0 +1,433 @@
+"""Issue 13: a team's own service (``tests/teamapp``) inside the kit, on the real server.
+
+Everything runs for real: the gunicorn master with two UvicornWorkers serving
+``tests.teamapp.main:app``, Debian's ``redis-server`` as the team's lifespan resource, an
+upstream HTTP server for the team's outgoing call, and the OTLP receiver decoding the spans
+the workers export. Each test asserts what a team would check after forking the kit.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.conftest import require_tool
+from tests.support.otlp import OtlpReceiver
+from tests.support.peers import RedisServer, UpstreamServer
+from tests.support.server import GunicornServer, metric_value, wait_for
+
+APP = "tests.teamapp.main:app"
+ORIGIN = "https://shop.example"
+ORDER = {"kind": "book", "amount": 2.5, "items": ["a", "b"], "note": "gift"}
+ORDER_ROUTE = "/team/{v}/users/{{uid}}/orders/{{oid}}"
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    require_tool(
+        "redis-server", "sudo apt-get install -y redis-server (scripts/tools/team-deps.sh)"
+    )
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[UpstreamServer]:
+    server = UpstreamServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpReceiver]:
+    r = OtlpReceiver().start()
+    yield r
+    r.stop()
+
+
+def team_env(redis_server: RedisServer, upstream: UpstreamServer, **extra: str) -> dict[str, str]:
+    return {
+        "TEAM_REDIS_URL": redis_server.url,
+        "TEAM_UPSTREAM_URL": upstream.url,
+        "APP_CORS_ALLOW_ORIGINS": ORIGIN,
+        "APP_CORS_ALLOW_HEADERS": "content-type,x-request-id",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def team(
+    redis_server: RedisServer, upstream: UpstreamServer, receiver: OtlpReceiver
+) -> Iterator[GunicornServer]:
+    env = team_env(
+        redis_server,
+        upstream,
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+        OTEL_SERVICE_NAME="team-under-test",
+        OTEL_TRACES_SAMPLER="always_on",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+        APP_MAX_BODY_BYTES="4096",
+    )
+    srv = GunicornServer(env, workers=2, app=APP).start()
+    yield srv
+    srv.stop()
+    srv.close()
+
+
+def fresh(base_url: str) -> httpx.Client:
+    """One connection per request, so the kernel spreads requests over both workers."""
+    return httpx.Client(base_url=base_url, headers={"Connection": "close"}, timeout=10)
+
+
+def test_nested_routers_are_labelled_with_full_templates(team: GunicornServer) -> None:
+    before = team.scrape()
+    n = 12
+    pids = set()
+    for i in range(n):
+        with fresh(team.base_url) as c:
+            r = c.post(
+                f"/team/v1/users/{i}/orders/{i * 7}",
+                json=ORDER,
+                headers={"X-Request-ID": f"nest-{i}"},
+            )
+            assert r.status_code == 200, r.text
+            pids.add(r.json()["pid"])
+            assert c.get(f"/team/v2/users/{i}/orders/{i}").status_code == 200
+    after = team.scrape()
+    assert len(pids) == 2, "requests should have reached both workers"
+    for version, method, count in (("v1", "POST", n), ("v2", "GET", n)):
+        labels = {"route": ORDER_ROUTE.format(v=version), "method": method, "status": "200"}
+        assert (
+            metric_value(after, "http_requests_total", labels)
+            - metric_value(before, "http_requests_total", labels)
+            == count
+        )
+    # the inner router's own relative path is never a label
+    assert 'route="/{uid}/orders/{oid}"' not in after
+    assert 'route="/users/{uid}/orders/{oid}"' not in after
+    access = [e for e in team.access_logs() if str(e.get("request_id", "")).startswith("nest-")]
+    assert len(access) == n
+    assert {e["route"] for e in access} == {ORDER_ROUTE.format(v="v1")}
+
+
+def test_team_metrics_and_kit_metrics_side_by_side(team: GunicornServer) -> None:
+    promtool = require_tool("promtool", "sudo apt-get install -y prometheus")
+    before = team.scrape()
+    n = 20
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(
+            pool.map(
+                lambda i: (
+                    fresh(team.base_url)
+                    .post(f"/team/v1/users/{i}/orders/1", json=ORDER)
+                    .status_code
+                ),
+                range(n),
+            )
+        )
+    assert statuses == [200] * n
+    after = team.scrape()
+    assert (
+        metric_value(after, "team_orders_total", {"kind": "book"})
+        - metric_value(before, "team_orders_total", {"kind": "book"})
+        == n
+    )
+    assert (
+        metric_value(after, "team_order_value_count")
+        - metric_value(before, "team_order_value_count")
+        == n
+    )
+    assert metric_value(after, "team_open_carts") == 0
+    labels = {"route": ORDER_ROUTE.format(v="v1"), "method": "POST", "status": "200"}
+    assert (
+        metric_value(after, "http_requests_total", labels)
+        - metric_value(before, "http_requests_total", labels)
+        == n
+    )
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=after.encode(), capture_output=True, timeout=30
+    )
+    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+
+
+def test_outgoing_call_span_is_a_child_of_the_server_span(
+    team: GunicornServer, upstream: UpstreamServer, receiver: OtlpReceiver
+) -> None:
+    r = httpx.get(f"{team.base_url}/team/v1/upstream", headers={"X-Request-ID": "out-1"})
+    assert r.status_code == 200 and r.json()["upstream_status"] == 200
+
+    def spans() -> list:
+        got = [
+            s for s in receiver.snapshot() if s.resource.get("service.name") == "team-under-test"
+        ]
+        server = [s for s in got if s.name == "GET /team/v1/upstream"]
+        client = [s for s in got if s.kind == 3 and server and s.trace_id == server[-1].trace_id]
+        return [server[-1], client[-1]] if server and client else []
+
+    server_span, client_span = wait_for(spans, timeout=15)
+    assert client_span.parent_span_id == server_span.span_id
+    assert server_span.attributes["http.route"] == "/team/v1/upstream"
+    sent = [h for h in upstream.requests if h["path"] == "/hello"]
+    assert sent and server_span.trace_id in sent[-1].get("traceparent", "")
+
+
+def test_cors_headers_on_the_apps_and_the_platforms_own_answers(team: GunicornServer) -> None:
+    with fresh(team.base_url) as c:
+        pre = c.options(
+            "/team/v1/users/1",
+            headers={
+                "Origin": ORIGIN,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
+        assert pre.status_code == 200
+        assert pre.headers["access-control-allow-origin"] == ORIGIN
+        assert "POST" in pre.headers["access-control-allow-methods"]
+    with fresh(team.base_url) as c:
+        ok = c.get("/team/v1/users/1", headers={"Origin": ORIGIN})
+        assert ok.headers["access-control-allow-origin"] == ORIGIN
+        assert "x-request-id" in ok.headers["access-control-expose-headers"].lower()
+    with fresh(team.base_url) as c:  # the platform's 413 (APP_MAX_BODY_BYTES=4096 here)
+        big = c.post(
+            "/team/v1/users/1/orders/1",
+            content=b"x" * 5000,
+            headers={"Origin": ORIGIN, "Content-Type": "application/json"},
+        )
+        assert big.status_code == 413
+        assert big.headers["access-control-allow-origin"] == ORIGIN
+    with fresh(team.base_url) as c:  # the platform's 500 for a failing handler
+        boom = c.get("/team/v1/boom", headers={"Origin": ORIGIN})
+        assert boom.status_code == 500
+        assert boom.headers["content-type"] == "application/problem+json"
+        assert boom.headers["access-control-allow-origin"] == ORIGIN
+    with fresh(team.base_url) as c:  # another origin is not granted
+        other = c.get("/team/v1/users/1", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_cors_on_the_platforms_503_when_shedding(
+    redis_server: RedisServer, upstream: UpstreamServer
+) -> None:
+    env = team_env(redis_server, upstream, APP_MAX_CONCURRENT_REQUESTS="1")
+    srv = GunicornServer(env, workers=1, app=APP).start()
+    try:
+        slow = threading.Thread(
+            target=lambda: httpx.get(f"{srv.base_url}/team/v1/slow?ms=1500", timeout=10)
+        )
+        slow.start()
+        wait_for(lambda: 'route="/team/v1/slow"} 1.0' in srv.scrape(), timeout=10)
+        shed = httpx.get(f"{srv.base_url}/team/v1/users/1", headers={"Origin": ORIGIN})
+        slow.join()
+        assert shed.status_code == 503
+        assert shed.headers["retry-after"] == "1"
+        assert shed.headers["access-control-allow-origin"] == ORIGIN
+    finally:
+        srv.stop()
+        srv.close()
+
+
+def test_errors_after_the_response_started_are_logged_and_counted(
+    redis_server: RedisServer, upstream: UpstreamServer
+) -> None:
+    """With APP_ACCESS_LOG=false: a stream that breaks and a background task that raises
+    each leave one error line with the traceback and a 500 in the metrics."""
+    env = team_env(redis_server, upstream, APP_ACCESS_LOG="false")
+    srv = GunicornServer(env, workers=2, app=APP).start()
+    try:
+        with fresh(srv.base_url) as c:
+            with pytest.raises(httpx.RemoteProtocolError):  # the body was cut short
+                c.get("/team/v1/stream?n=5&fail=true", headers={"X-Request-ID": "stream-fail"})
+        with fresh(srv.base_url) as c:
+            done = c.post("/team/v1/background?fail=true", headers={"X-Request-ID": "bg-fail"})
+            assert done.status_code == 200  # the client got its answer before the task ran
+
+        def errors() -> list:
+            lines = [
+                e for e in srv.json_logs() if e.get("request_id") in ("stream-fail", "bg-fail")
+            ]
+            return lines if len(lines) == 2 else []
+
+        lines = wait_for(errors, timeout=10)
+        for line in lines:
+            assert line["level"] == "error" and line["status"] == 500
+            assert line["exception"][0]["exc_type"] == "RuntimeError"
+        exposition = srv.scrape()
+        assert (
+            metric_value(
+                exposition, "http_requests_total", {"route": "/team/v1/stream", "status": "500"}
+            )
+            == 1
+        )
+        assert (
+            metric_value(
+                exposition, "http_requests_total", {"route": "/team/v1/background", "status": "500"}
+            )
+            == 1
+        )
+        assert not [
+            e for e in srv.json_logs() if e.get("event") == "request" and e["level"] == "info"
+        ]
+    finally:
+        srv.stop()
+        srv.close()
+
+
+def test_lifespan_resource_readiness_and_release_after_the_drain(
+    redis_server: RedisServer, upstream: UpstreamServer
+) -> None:
+    env = team_env(
+        redis_server, upstream, APP_SHUTDOWN_DELAY_SECONDS="0.5", APP_READINESS_CACHE_SECONDS="0"
+    )
+    srv = GunicornServer(env, workers=1, app=APP).start()
+    try:
+        first = httpx.get(f"{srv.base_url}/team/v1/visits").json()["visits"]
+        assert httpx.get(f"{srv.base_url}/team/v1/visits").json()["visits"] == first + 1
+        ready = httpx.get(f"{srv.base_url}/readyz").json()
+        assert ready["checks"] == {"redis": "ok"}
+
+        redis_server.stop()  # the dependency goes away: readiness says so, liveness does not
+        down = wait_for(lambda: (r := httpx.get(f"{srv.base_url}/readyz")).status_code == 503 and r)
+        assert down.json()["checks"]["redis"].startswith("fail")
+        assert httpx.get(f"{srv.base_url}/livez").status_code == 200
+        redis_server.start()
+        wait_for(lambda: httpx.get(f"{srv.base_url}/readyz").status_code == 200)
+
+        result: dict[str, int] = {}
+        slow = threading.Thread(
+            target=lambda: result.update(
+                status=httpx.get(f"{srv.base_url}/team/v1/slow?ms=1500", timeout=10).status_code
+            )
+        )
+        slow.start()
+        wait_for(lambda: 'route="/team/v1/slow"} 1.0' in srv.scrape(), timeout=10)
+        srv.send_signal(signal.SIGTERM)
+        slow.join()
+        assert srv.proc is not None and srv.proc.wait(30) == 0
+        assert result["status"] == 200
+        events = [e.get("event") for e in srv.json_logs()]
+        slow_line = next(
+            i
+            for i, e in enumerate(srv.json_logs())
+            if e.get("event") == "request" and e.get("route") == "/team/v1/slow"
+        )
+        released = events.index("team resources released")
+        assert slow_line < released, "resources must outlive the in-flight request"
+    finally:
+        srv.stop()
+        srv.close()
+
+
+def test_websocket_through_the_platform(team: GunicornServer) -> None:
+    ws_url = team.base_url.replace("http://", "ws://")
+    with connect(f"{ws_url}/team/v1/ws/lobby", additional_headers={"X-Request-ID": "ws-1"}) as ws:
+        assert ws.response.headers["x-request-id"] == "ws-1"
+        ws.send("hi")
+        assert ws.recv(timeout=5) == "lobby: hi"
+        ws.send("there")
+        assert ws.recv(timeout=5) == "lobby: there"
+    with connect(f"{ws_url}/team/v2/ws/attic") as ws:
+        ws.send("close")
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
+
+    def lines() -> list:
+        got = [e for e in team.json_logs() if e.get("event") == "websocket"]
+        return got if len(got) >= 2 else []
+
+    first, second = wait_for(lines)[-2:]
+    assert first["request_id"] == "ws-1" and first["route"] == "/team/v1/ws/{room}"
+    assert first["close_code"] == 1000 and first["closed_by"] == "client"
+    assert first["messages_in"] == 2 and first["messages_out"] == 2
+    assert second["close_code"] == 4000 and second["closed_by"] == "server"
+    exposition = team.scrape()
+    assert (
+        metric_value(
+            exposition,
+            "websocket_connections_total",
+            {"route": "/team/v1/ws/{room}", "code": "1000"},
+        )
+        >= 1
+    )
+    assert (
+        metric_value(
+            exposition,
+            "websocket_connections_total",
+            {"route": "/team/v2/ws/{room}", "code": "4000"},
+        )
+        == 1
+    )
+    assert metric_value(exposition, "websocket_connections_in_progress") == 0
+
+
+def test_websocket_idle_limit_and_close_1001_on_drain(
+    redis_server: RedisServer, upstream: UpstreamServer
+) -> None:
+    env = team_env(
+        redis_server,
+        upstream,
+        APP_SHUTDOWN_DELAY_SECONDS="1",
+        APP_GRACEFUL_TIMEOUT_SECONDS="20",
+        APP_WS_IDLE_TIMEOUT_SECONDS="1",
+    )
+    srv = GunicornServer(env, workers=1, app=APP).start()
+    ws_url = srv.base_url.replace("http://", "ws://")
+    try:
+        with connect(f"{ws_url}/team/v1/ws/idle") as idle:  # a peer that sends nothing
+            with pytest.raises(ConnectionClosed) as closed:
+                idle.recv(timeout=10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+            assert closed.value.rcvd.reason == "idle timeout"
+
+        busy = connect(f"{ws_url}/team/v1/ws/drain")
+        busy.send("ping")
+        assert busy.recv(timeout=5) == "drain: ping"
+        started = time.monotonic()
+        srv.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:  # keeps talking during the drain delay, then is closed
+                busy.send("still here")
+                busy.recv(timeout=5)
+                time.sleep(0.05)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        assert srv.proc is not None and srv.proc.wait(15) == 0
+        elapsed = time.monotonic() - started
+        # closed after the drain delay, and the worker did not wait for the graceful timeout
+        assert 1.0 <= elapsed < 20, elapsed
+        codes = [e["close_code"] for e in srv.json_logs() if e.get("event") == "websocket"]
+        assert codes == [1000, 1001]
+    finally:
+        srv.stop()
+        srv.close()
+
+
+def test_blocking_route_does_not_block_the_event_loop(
+    redis_server: RedisServer, upstream: UpstreamServer
+) -> None:
+    """One worker: while a ``def`` route sleeps 1.5 s in FastAPI's thread pool, /livez and an
+    async route are answered before it returns (they would queue behind it on the loop)."""
+    srv = GunicornServer(team_env(redis_server, upstream), workers=1, app=APP).start()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            blocked = pool.submit(
+                lambda: httpx.get(f"{srv.base_url}/team/v1/blocking?ms=1500", timeout=10)
+            )
+            wait_for(lambda: 'route="/team/v1/blocking"} 1.0' in srv.scrape(), timeout=10)
+            assert httpx.get(f"{srv.base_url}/livez", timeout=5).status_code == 200
+            assert httpx.get(f"{srv.base_url}/team/v1/users/7", timeout=5).status_code == 200
+            assert not blocked.done()
+            assert blocked.result().json()["slept_ms"] == 1500
+    finally:
+        srv.stop()
+        srv.close()
