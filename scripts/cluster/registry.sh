@@ -7,7 +7,7 @@ set -euo pipefail
 # shellcheck source=scripts/cluster/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-registry_up() { curl -fsS -o /dev/null "http://$REGISTRY_HOST/v2/"; }
+registry_up() { curl -fs -o /dev/null "http://$REGISTRY_HOST/v2/"; }
 
 case "${1:-start}" in
   start)

@@ -21,7 +21,14 @@ for tool in containerd runc iptables docker-registry buildah openssl curl; do
   command -v "$tool" >/dev/null || die "$tool" "not installed: run scripts/tools/cluster-tools.sh as root"
 done
 [ -x /usr/lib/cni/bridge ] || die cni "bridge plugin missing: run scripts/tools/cluster-tools.sh as root"
-bash "$here/build.sh" all
+if [ "${SKIP_BUILD:-0}" = 1 ]; then
+  log "SKIP_BUILD=1: using the binaries in $KIT_BIN as they are"
+else
+  bash "$here/build.sh" all
+fi
+for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl crictl pause coredns; do
+  [ -x "$KIT_BIN/$b" ] || die build "$KIT_BIN/$b missing (scripts/cluster/build.sh)"
+done
 mkdir -p "$CLUSTER_DIR" "$RUN_DIR" "$LOG_DIR"
 
 # --- what down.sh restores: sysctls the kubelet, the CNI plugin and we change, and which
