@@ -84,9 +84,11 @@ pick_helm() {
 }
 HELM="$(pick_helm)"
 
-# podman/buildah storage: the engine's default unless STORAGE_DRIVER is set (vfs here)
+# podman/buildah storage: where scripts/image.sh builds (vfs unless STORAGE_DRIVER says
+# otherwise; STORAGE_DRIVER= empty uses the engine's own default)
+STORAGE_DRIVER="${STORAGE_DRIVER-vfs}"
 STORAGE=()
-[ -n "${STORAGE_DRIVER:-}" ] && STORAGE=(--storage-driver "$STORAGE_DRIVER")
+[ -n "$STORAGE_DRIVER" ] && STORAGE=(--storage-driver "$STORAGE_DRIVER")
 
 kubectl_() {
   local args=()
