@@ -16,6 +16,11 @@ settings = load_settings_or_exit()
 # master makes a private one that its workers inherit.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="app-metrics-")
+# It must exist before the app is imported: with ``--preload`` (``preload_app``) the master
+# imports it before ``on_starting``, and a team's label-less prometheus-client metric opens
+# its file at import. (Emptying it of an earlier run's files waits for ``on_starting``: this
+# file is read again on every SIGHUP reload, while workers are writing.)
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 from app.platform import server_hooks  # noqa: E402  (needs the variable above)
 from app.platform.cpu import resolve_workers  # noqa: E402

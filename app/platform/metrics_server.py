@@ -1,65 +1,163 @@
-"""Master-side metrics: the exposition on ``APP_METRICS_PORT`` and the multiprocess files.
+"""Master-side metrics: the exposition on ``APP_METRICS_PORT`` and the workers' files.
 
 Runs inside the gunicorn master (started from the ``when_ready`` hook), never on the app
 port, so a scrape works even when every worker is busy and reports the sum of all workers.
 
+Two kinds of files share ``PROMETHEUS_MULTIPROC_DIR``, each read by its own collector:
+
+- the kit's (``kit_http_<pid>.vals`` + ``.keys``, format in ``metrics.py``), written only
+  by ``HttpMetrics`` in the workers and read by :class:`KitCollector`;
+- a team's own prometheus-client metrics (``counter_<pid>.db``...), written only by
+  prometheus-client in the workers and read by its ``MultiProcessCollector``, in
+  prometheus-client's documented multiprocess mode.
+
 Dead workers: gunicorn calls ``child_exit`` in the master after reaping a worker. There the
-worker's live gauges are dropped (``mark_process_dead``) and its counter and histogram files
-are folded into one ``*_archive.db`` file per type, under the same lock the scrape takes.
-Totals therefore never go backwards, and the number of files a scrape reads stays bounded
-by the number of live workers instead of growing with every restart.
+worker's kit counters and histograms are folded into the master's own archive pair
+(``kit_http_archive.*``) and its files deleted, and prometheus-client's
+``mark_process_dead`` drops the team's live gauges; all under the lock the scrape takes.
+The kit's totals therefore never go backwards, and the number of kit files a scrape reads
+stays bounded by the number of live workers instead of growing with every restart (the
+team's counter files of dead workers stay, as prometheus-client keeps them).
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import threading
+from collections import defaultdict
 from pathlib import Path
+from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Metric, ProcessCollector, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
-from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-_COMPACTED_TYPES = ("counter", "histogram")
+from app.platform.metrics import (
+    ARCHIVE,
+    FAMILIES,
+    FILE_PREFIX,
+    KEYS_SUFFIX,
+    VALUES_SUFFIX,
+    SeriesFile,
+    file_paths,
+    read_series,
+)
+
 _files_lock = threading.Lock()
+_archives: dict[str, SeriesFile] = {}  # directory -> the master's archive writer
 
 
 def prepare_directory(path: str) -> None:
-    """Create the metrics directory and remove any ``*.db`` left by an earlier run.
+    """Create the metrics directory and remove the metric files an earlier run left.
 
-    Only ``*.db`` files are removed, so pointing the setting at a shared folder by mistake
-    cannot delete anything else.
+    Only the kit's files and prometheus-client's ``*.db`` are removed, so pointing the
+    setting at a shared folder by mistake cannot delete anything else.
     """
     Path(path).mkdir(parents=True, exist_ok=True)
-    for stale in glob.glob(os.path.join(path, "*.db")):
-        os.remove(stale)
+    with _files_lock:
+        archive = _archives.pop(path, None)
+        if archive is not None:
+            archive.close()
+        patterns = ("*.db", f"{FILE_PREFIX}*{VALUES_SUFFIX}", f"{FILE_PREFIX}*{KEYS_SUFFIX}")
+        for pattern in patterns:
+            for stale in glob.glob(os.path.join(path, pattern)):
+                os.remove(stale)
 
 
 def compact_dead_worker(pid: int, path: str) -> None:
-    """Fold a dead worker's counters and histograms into the archive files, then delete them."""
+    """Fold a dead worker's kit counters and histograms into the archive, then delete its
+    files; drop its live gauges (the kit's with its files, the team's through
+    prometheus-client)."""
     with _files_lock:
         mark_process_dead(pid, path)
-        for typ in _COMPACTED_TYPES:
-            dead = os.path.join(path, f"{typ}_{pid}.db")
-            if not os.path.exists(dead):
+        values_path, keys_path = file_paths(path, str(pid))
+        if not os.path.exists(values_path):
+            return
+        archive = _archives.get(path)
+        for key, value in read_series(values_path, keys_path):
+            if FAMILIES.get(json.loads(key)[0], ("gauge",))[0] == "gauge":
+                continue  # in progress: gone with the worker
+            if archive is None:
+                archive = _archives[path] = SeriesFile(path, ARCHIVE)
+            slot = archive.slot(key)
+            archive.view[slot] += value
+        os.remove(values_path)
+        if os.path.exists(keys_path):
+            os.remove(keys_path)
+
+
+class KitCollector:
+    """The kit's families: exact sums over the live workers' files and the archive."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._parsed: dict[bytes, tuple[str, str, tuple[tuple[str, str], ...]]] = {}
+
+    def _parse(self, key: bytes) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+        parsed = self._parsed.get(key)
+        if parsed is None:
+            family, sample, labels = json.loads(key)
+            parsed = self._parsed[key] = (family, sample, tuple(labels.items()))
+        return parsed
+
+    def _sums(self) -> dict[tuple[str, str, tuple[tuple[str, str], ...]], float]:
+        sums: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
+        pattern = os.path.join(self._path, f"{FILE_PREFIX}*{VALUES_SUFFIX}")
+        for values_path in sorted(glob.glob(pattern)):
+            keys_path = values_path[: -len(VALUES_SUFFIX)] + KEYS_SUFFIX
+            for key, value in read_series(values_path, keys_path):
+                sums[self._parse(key)] += value
+        return sums
+
+    def collect(self) -> list[Metric]:
+        with _files_lock:
+            sums = self._sums()
+        families: dict[str, Any] = {}
+        # histogram family -> labels without le -> ([(le, count)], sum)
+        histograms: dict[str, dict[tuple[tuple[str, str], ...], list[Any]]] = defaultdict(dict)
+        for (family, sample, labels), value in sums.items():
+            typ, help_text = FAMILIES.get(family, ("", ""))
+            if typ == "histogram":
+                plain = tuple(item for item in labels if item[0] != "le")
+                entry = histograms[family].setdefault(plain, [[], 0.0])
+                if sample.endswith("_bucket"):
+                    entry[0].append((dict(labels)["le"], value))
+                else:  # _sum
+                    entry[1] += value
                 continue
-            archive = MmapedDict(os.path.join(path, f"{typ}_archive.db"))
-            try:
-                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(dead):
-                    current, _ts = archive.read_value(key)
-                    archive.write_value(key, current + value, timestamp)
-            finally:
-                archive.close()
-            os.remove(dead)
+            if typ not in ("counter", "gauge"):
+                continue  # a family this version does not know
+            metric = families.get(family)
+            if metric is None:
+                cls = CounterMetricFamily if typ == "counter" else GaugeMetricFamily
+                metric = families[family] = cls(
+                    family, help_text, labels=[name for name, _ in labels]
+                )
+            metric.add_metric([v for _, v in labels], value)
+        for family, series in histograms.items():
+            plain_names = [name for name, _ in next(iter(series))]
+            metric = families[family] = HistogramMetricFamily(
+                family, FAMILIES[family][1], labels=plain_names
+            )
+            for plain, (buckets, total) in series.items():
+                cumulative, running = [], 0.0
+                for le, count in sorted(buckets, key=lambda b: float(b[0])):
+                    running += count
+                    cumulative.append((le, running))
+                metric.add_metric([v for _, v in plain], cumulative, sum_value=total)
+        return list(families.values())
 
 
 class _LockedMultiProcessCollector(MultiProcessCollector):
-    """Reads the files under the compaction lock, so a scrape never sees a half-moved worker."""
+    """prometheus-client's files (a team's own metrics), read under the compaction lock."""
 
     def collect(self) -> Any:
         with _files_lock:
@@ -121,8 +219,10 @@ class RestartCounter:
 def build_registry(
     path: str, arbiter: Any, restarts: RestartCounter, limit_per_worker: int
 ) -> CollectorRegistry:
-    """The master's registry: merged worker files, the worker pool and the master's process."""
+    """The master's registry: the kit's series, a team's prometheus-client metrics, the
+    worker pool and the master's process."""
     registry = CollectorRegistry()
+    registry.register(KitCollector(path))
     _LockedMultiProcessCollector(registry, path=path)
     registry.register(WorkerPoolCollector(arbiter, limit_per_worker))
     registry.register(restarts)
@@ -140,18 +240,27 @@ def _only_metrics_path(app: Any) -> Any:
     return wsgi
 
 
-def start_metrics_server(host: str, port: int, registry: CollectorRegistry) -> ThreadingWSGIServer:
+class _Server(ThreadingMixIn, WSGIServer):
+    """A thread per scrape; daemon threads, so none is kept (or joined) at exit."""
+
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No stderr line per scrape: the log stream is JSON only."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def start_metrics_server(host: str, port: int, registry: CollectorRegistry) -> WSGIServer:
     """Serve ``/metrics`` from a daemon thread of the calling (master) process."""
-
-    class _Server(ThreadingWSGIServer):
-        daemon_threads = True
-
     httpd = make_server(
         host,
         port,
         _only_metrics_path(make_wsgi_app(registry)),
         _Server,
-        handler_class=_SilentHandler,
+        handler_class=_QuietHandler,
     )
     thread = threading.Thread(target=httpd.serve_forever, name="metrics-server", daemon=True)
     thread.start()
