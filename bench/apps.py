@@ -1,5 +1,11 @@
 """The comparison apps of ``make bench``; the hardened one is ``app.main:app`` itself.
 
+Two routes: the sample API's ``GET /api/v1/hello``, and ``POST
+/shop/v1/users/{uid}/orders`` (``orders_router``): three nested routers with a path
+parameter, a pydantic body of a few fields, a 1 ms ``await`` and a pydantic response: the
+shape of a real service's route. ``orders_bare`` serves it on plain FastAPI,
+``orders_hardened`` through the kit's ``create_app``: the same router either way.
+
 ``bare``: a plain FastAPI app serving the same route the way the sample API does (an
 ``APIRouter`` with the ``/api/v1`` prefix, included into the app), same response model — the
 platform's cost is then the only difference. ``bare_flat``: the route decorated on the app
@@ -10,10 +16,11 @@ UvicornWorker on this machine.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class Greeting(BaseModel):
@@ -34,6 +41,58 @@ bare.include_router(_router)
 
 bare_flat = FastAPI(telemetry=_NO_TELEMETRY)
 bare_flat.add_api_route("/api/v1/hello", hello, methods=["GET"], response_model=Greeting)
+
+
+class OrderIn(BaseModel):
+    sku: str = Field(min_length=1, max_length=32)
+    quantity: int = Field(ge=1, le=100)
+    unit_price: float = Field(gt=0)
+    note: str | None = Field(default=None, max_length=200)
+
+
+class OrderOut(BaseModel):
+    user: int
+    sku: str
+    quantity: int
+    total: float
+
+
+async def place_order(uid: int, order: OrderIn) -> OrderOut:
+    await asyncio.sleep(0.001)  # the database call a real route makes
+    return OrderOut(
+        user=uid, sku=order.sku, quantity=order.quantity, total=order.quantity * order.unit_price
+    )
+
+
+def orders_router() -> APIRouter:
+    """``/shop/v1`` > ``/users`` > ``/{uid}/orders``: three routers, as real services nest."""
+    orders = APIRouter(prefix="/{uid}/orders")
+    orders.add_api_route("", place_order, methods=["POST"], response_model=OrderOut)
+    users = APIRouter(prefix="/users")
+    users.include_router(orders)
+    shop = APIRouter(prefix="/shop/v1")
+    shop.include_router(users)
+    return shop
+
+
+orders_bare = FastAPI(telemetry=_NO_TELEMETRY)
+orders_bare.include_router(orders_router())
+
+
+def _orders_hardened() -> Any:
+    from app.platform.app_factory import create_app
+    from app.platform.settings import load_settings_or_exit
+
+    return create_app(load_settings_or_exit(), [orders_router()], title="bench-orders")
+
+
+def __getattr__(name: str) -> Any:
+    # Built on first access: importing this module for the bare apps must not configure
+    # the kit's logging and settings.
+    if name == "orders_hardened":
+        globals()[name] = app = _orders_hardened()
+        return app
+    raise AttributeError(name)
 
 
 _BODY = b'{"message":"Hello, bench!"}'

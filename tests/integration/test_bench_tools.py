@@ -37,8 +37,16 @@ def test_inprocess_serves_both_apps() -> None:
 def test_make_bench_prints_ratios_and_cpu_per_request() -> None:
     require_tool("wrk", "apt-get install wrk (or: make tools)")
     out = run("bench/run.py", "--rounds", "1", "--duration", "1", "--warmup", "1")
-    assert re.search(r"^hardened / bare FastAPI = \d\.\d{3}", out, re.M), out
-    cpu = re.search(r"^worker CPU per request: hardened ([\d.]+) us, bare ([\d.]+) us", out, re.M)
-    assert cpu and float(cpu[1]) > 0 and float(cpu[2]) > 0, out
+    for route in ("hello", "orders"):
+        ratios = re.search(
+            rf"^{route}: hardened / bare FastAPI = (\d\.\d{{3}}) throughput, (\d\.\d{{3}}) CPU",
+            out,
+            re.M,
+        )
+        assert ratios and float(ratios[1]) > 0 and float(ratios[2]) > 0, out
+        cpu = re.search(
+            rf"^{route}: worker CPU per request hardened ([\d.]+) us, bare ([\d.]+) us", out, re.M
+        )
+        assert cpu and float(cpu[1]) > 0 and float(cpu[2]) > 0, out
     spans = re.search(r"^spans received by the live OTLP sink: (\d+)$", out, re.M)
     assert spans and int(spans[1]) > 0, out  # the hardened server really exported
