@@ -76,6 +76,37 @@ users.include_router(orders)
 tools = APIRouter()
 
 
+class Greeting(BaseModel):
+    message: str
+
+
+class EchoIn(BaseModel):
+    message: str = Field(min_length=1, max_length=1000)
+
+
+class EchoOut(BaseModel):
+    message: str
+    length: int
+
+
+# The three small routes the platform's own tests drive (a greeting, an echoed body, an
+# awaited delay): the platform tests use this app, never the sample API in app/api/.
+@tools.get("/hello", response_model=Greeting)
+async def hello(name: Annotated[str, Query(min_length=1, max_length=64)] = "world") -> Greeting:
+    return Greeting(message=f"Hello, {name}!")
+
+
+@tools.post("/echo", response_model=EchoOut)
+async def echo(body: EchoIn) -> EchoOut:
+    return EchoOut(message=body.message, length=len(body.message))
+
+
+@tools.get("/wait")
+async def wait(ms: Annotated[int, Query(ge=0, le=5000)]) -> dict[str, int]:
+    await asyncio.sleep(ms / 1000)
+    return {"waited_ms": ms}
+
+
 @tools.get("/stream")
 async def stream(n: Annotated[int, Query(ge=1, le=1000)] = 3, fail: bool = False):
     """``n`` chunks; with ``fail`` the generator raises after the first chunk was sent."""
