@@ -29,6 +29,7 @@ MATRIX: dict[str, tuple[Path, ...]] = {
     "autoscaling": (VALUES_DIR / "autoscaling.yaml",),
     "custom-resources": (VALUES_DIR / "custom-resources.yaml",),
     "kind": (CHART / "values-kind.yaml",),
+    "published": (VALUES_DIR / "published.yaml",),
 }
 
 
@@ -65,8 +66,14 @@ def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedP
     return proc
 
 
-def template_args(*values: Path, sets: tuple[str, ...] = (), extra: tuple[str, ...] = ()):
-    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
+def template_args(
+    *values: Path,
+    sets: tuple[str, ...] = (),
+    extra: tuple[str, ...] = (),
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+):
+    args = ["template", release, str(CHART), "--namespace", namespace]
     for v in values:
         args += ["-f", str(v)]
     for s in sets:
@@ -82,19 +89,27 @@ class Renders:
     """`helm template` output, rendered once per (helm, values set) per session."""
 
     def __init__(self) -> None:
-        self._text: dict[tuple[str, str], str] = {}
+        self._text: dict[tuple[str, str, str], str] = {}
 
-    def text(self, name: str, helm: str = "helm4") -> str:
-        key = (helm, name)
+    def text(self, name: str, helm: str = "helm4", release: str = RELEASE) -> str:
+        key = (helm, name, release)
         if key not in self._text:
-            self._text[key] = run_helm(helm, *template_args(*MATRIX[name])).stdout
+            self._text[key] = run_helm(helm, *template_args(*MATRIX[name], release=release)).stdout
         return self._text[key]
 
     def docs(self, name: str, helm: str = "helm4") -> list[dict]:
         return parse(self.text(name, helm))
 
-    def custom(self, *sets: str, helm: str = "helm4", values: tuple[Path, ...] = ()) -> list[dict]:
-        return parse(run_helm(helm, *template_args(*values, sets=sets)).stdout)
+    def custom(
+        self,
+        *sets: str,
+        helm: str = "helm4",
+        values: tuple[Path, ...] = (),
+        release: str = RELEASE,
+        namespace: str = NAMESPACE,
+    ) -> list[dict]:
+        args = template_args(*values, sets=sets, release=release, namespace=namespace)
+        return parse(run_helm(helm, *args).stdout)
 
 
 @pytest.fixture(scope="session")

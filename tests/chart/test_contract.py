@@ -21,6 +21,11 @@ METRICS_DIR = "/var/lib/fastapi-app/metrics"
 FULLNAME = RELEASE  # release name contains the chart name
 
 
+def _fullname(values: str) -> str:
+    override = _values(values).get("nameOverride")
+    return f"{RELEASE}-{override}" if override else FULLNAME
+
+
 def _settings_cls():
     settings = pytest.importorskip("app.platform.settings")
     return settings.Settings
@@ -71,7 +76,7 @@ def test_probes_and_ports(renders, values: str) -> None:
 def test_configmap_is_a_valid_service_configuration(renders, values: str) -> None:
     """Every APP_* key is a real setting and the service accepts the values."""
     docs = renders.docs(values)
-    data = one(docs, "ConfigMap", FULLNAME)["data"]
+    data = one(docs, "ConfigMap", _fullname(values))["data"]
     settings_cls = _settings_cls()
     app_keys = {k for k in data if k.startswith("APP_")}
     known = {"APP_" + name.upper() for name in settings_cls.model_fields}
@@ -101,7 +106,10 @@ def test_pod_hardening(renders, values: str) -> None:
     for path in ("/tmp", METRICS_DIR):
         assert "emptyDir" in volumes[mounts[path]], path
     assert set(c["resources"]["requests"]) >= {"cpu", "memory"}
-    assert set(c["resources"]["limits"]) >= {"cpu", "memory"}
+    # a memory limit always; the CPU limit may be left out (the published render does)
+    assert "memory" in c["resources"]["limits"]
+    if "cpu" not in c["resources"]["limits"]:
+        assert _values(values)["resources"]["limits"].get("cpu", "unset") is None
     sa = [d for d in docs if d["kind"] == "ServiceAccount"]
     assert sa and sa[0]["automountServiceAccountToken"] is False
 
@@ -134,10 +142,19 @@ def test_drain_settings_reach_the_configmap(renders) -> None:
         (("resources.limits.cpu=250m",), "1"),
         (("resources.limits.cpu=2.5",), "3"),
         (("resources.limits.cpu=1500m", "config.workers=4"), "4"),
-        (("resources.limits.cpu=null",), None),
+        # no CPU limit (many platforms forbid them): the CPU request, rounded up, at least 1
+        (("resources.limits.cpu=null",), "1"),
+        (("resources.limits.cpu=null", "resources.requests.cpu=1500m"), "2"),
+        (("resources.limits.cpu=null", "resources.requests.cpu=3"), "3"),
+        (("resources.limits.cpu=null", "resources.requests.cpu=50m"), "1"),
+        (("resources.limits.cpu=null", "resources.requests.cpu=3", "config.workers=2"), "2"),
+        # the limit wins over the request
+        (("resources.limits.cpu=2", "resources.requests.cpu=500m"), "2"),
+        # neither: the service reads its cgroup quota
+        (("resources.limits.cpu=null", "resources.requests.cpu=null"), None),
     ],
 )
-def test_workers_follow_the_cpu_limit(renders, sets, workers) -> None:
+def test_workers_follow_the_cpu_limit_else_the_request(renders, sets, workers) -> None:
     data = one(renders.custom(*sets), "ConfigMap", FULLNAME)["data"]
     assert data.get("APP_WORKERS") == workers
 
@@ -189,7 +206,7 @@ def test_image_by_tag_and_by_digest(renders) -> None:
     default = _container(renders.docs("default"))
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert default["image"] == f"fastapi-app:{chart['appVersion']}"
-    assert default["imagePullPolicy"] == "Always"
+    assert default["imagePullPolicy"] == "IfNotPresent"
     digest = yaml.safe_load((VALUES_DIR / "digest.yaml").read_text())["image"]
     pinned = _container(renders.docs("digest"))
     assert pinned["image"] == f"{digest['repository']}@{digest['digest']}"
@@ -208,8 +225,10 @@ def test_service_ports(renders) -> None:
 
 def test_optional_objects_are_off_by_default(renders) -> None:
     present = {d["kind"] for d in renders.docs("default")}
+    assert "NetworkPolicy" in present, "the NetworkPolicy is on by default"
     for kind in (
         "Ingress",
+        "HTTPRoute",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "ServiceMonitor",
@@ -224,6 +243,7 @@ def test_optional_objects_are_off_by_default(renders) -> None:
         "NetworkPolicy",
         "ServiceMonitor",
         "PrometheusRule",
+        "HTTPRoute",
     } <= all_on
 
 
@@ -295,17 +315,36 @@ def test_service_monitor(renders) -> None:
 
 
 def test_prometheus_rule_comes_from_the_rules_file(renders) -> None:
+    """The same alerts as the file, each expression scoped to this release's job and namespace."""
     rule = one(renders.docs("all-on"), "PrometheusRule")
     source = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
-    assert rule["spec"]["groups"] == source["groups"]
     assert rule["spec"]["groups"], "no rule groups"
+    rendered = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    original = [r for g in source["groups"] for r in g["rules"]]
+    assert [r["alert"] for r in rendered] == [r["alert"] for r in original]
+    scoped = f'job="{FULLNAME}", namespace="{NAMESPACE}"'
+    for r, o in zip(rendered, original, strict=True):
+        assert {k: v for k, v in r.items() if k != "expr"} == {
+            k: v for k, v in o.items() if k != "expr"
+        }
+        expected = o["expr"].replace('job="fastapi-app"', scoped)
+        expected = expected.replace(
+            'pod=~"fastapi-app-', f'namespace="{NAMESPACE}", pod=~"{FULLNAME}-'
+        )
+        assert r["expr"] == expected, r["alert"]
+        assert f'namespace="{NAMESPACE}"' in r["expr"], r["alert"]
 
 
 def test_grafana_dashboard_configmap(renders) -> None:
     cm = one(renders.docs("all-on"), "ConfigMap", f"{FULLNAME}-dashboard")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     source = json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
-    assert json.loads(cm["data"]["fastapi-app.json"]) == source
+    (key,) = cm["data"]
+    assert key == f"{NAMESPACE}-{FULLNAME}.json"
+    board = json.loads(cm["data"][key])
+    assert [p["title"] for p in board["panels"]] == [p["title"] for p in source["panels"]]
+    assert board["uid"] != source["uid"] and len(board["uid"]) <= 40
+    assert f"{NAMESPACE}/{FULLNAME}" in board["title"]
 
 
 def test_helm_test_pod(renders) -> None:

@@ -1,8 +1,8 @@
 """Every render validates strictly against the Kubernetes 1.29-1.35 schemas.
 
 Built-in kinds use kubernetes-validate (in-process, strict: unknown fields rejected).
-prometheus-operator kinds (ServiceMonitor, PrometheusRule) have no schema there: they are
-checked against the vendored subsets in tests/chart/schemas/ instead.
+prometheus-operator kinds (ServiceMonitor, PrometheusRule) and the Gateway API HTTPRoute have no
+schema there: they are checked against the subsets of their CRD schemas in tests/chart/schemas/.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate")
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.json",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproute.json",
 }
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 
@@ -65,3 +66,31 @@ def test_crd_schema_rejects_a_misspelt_endpoint_field(renders) -> None:
     broken = json.loads(json.dumps(sm))
     broken["spec"]["endpoints"][0]["intervall"] = "30s"
     assert list(_crd_validator(broken).iter_errors(broken))
+
+
+def test_every_crd_kind_of_the_matrix_has_a_schema(renders) -> None:
+    """No custom kind slips past validation unchecked (built-ins use kubernetes-validate)."""
+    kinds = {(d["apiVersion"], d["kind"]) for name in MATRIX for d in renders.docs(name)}
+    builtin = {"", "apps", "autoscaling", "policy", "networking.k8s.io", "batch"}
+    custom = {k for k in kinds if k[0].rpartition("/")[0] not in builtin}
+    assert custom <= set(CRD_SCHEMAS), custom - set(CRD_SCHEMAS)
+    assert ("gateway.networking.k8s.io/v1", "HTTPRoute") in kinds
+
+
+@pytest.mark.parametrize(
+    ("mutate", "where"),
+    [
+        (lambda s: s["rules"][0]["matches"][0]["path"].update(type="Prefix"), "Prefix"),
+        (lambda s: s["hostnames"].append("API.example.com"), "API.example.com"),
+        (lambda s: s["rules"][0]["backendRefs"][0].update(port=0), "0"),
+        (lambda s: s["parentRefs"][0].pop("name"), "name"),
+        (lambda s: s["rules"][0].update(timeouts={"request": "30 seconds"}), "30 seconds"),
+    ],
+)
+def test_httproute_schema_rejects_what_the_crd_rejects(renders, mutate, where) -> None:
+    route = next(d for d in renders.docs("all-on") if d["kind"] == "HTTPRoute")
+    assert not list(_crd_validator(route).iter_errors(route))
+    broken = json.loads(json.dumps(route))
+    mutate(broken["spec"])
+    errors = [e.message for e in _crd_validator(broken).iter_errors(broken)]
+    assert errors and any(where in e for e in errors), errors
