@@ -8,8 +8,6 @@ Each pair puts the library's way next to the kit's, in one process:
 - a sampled server span's life (start, name and HTTP attributes, end into a batch
   processor): ``Tracer.start_span`` vs ``ServerSpans``/``ServerSpan``;
 - an unsampled root span: ``Tracer.start_span`` vs ``ServerSpans``;
-- making the server span current and back: ``attach(set_span_in_context(...))`` and
-  ``detach`` vs ``ServerSpans.activate``/``deactivate``;
 - one request's metrics (in-progress gauge up and down, counter, histogram) in
   multiprocess mode: prometheus-client's ``labels(...).inc()``/``observe()`` vs
   ``HttpMetrics.start``/``finish``;
@@ -32,8 +30,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -128,20 +124,6 @@ def span_life(sampler: Any) -> tuple[float, float]:
     return result
 
 
-def make_current() -> tuple[float, float]:
-    provider = TracerProvider(sampler=ALWAYS_OFF)
-    spans = ServerSpans(provider.get_tracer("bench"))
-    span = spans.start("GET", ROUTE, None)
-
-    def api() -> None:
-        otel_context.detach(otel_context.attach(trace.set_span_in_context(span, None)))
-
-    def kit() -> None:
-        spans.deactivate(spans.activate(span, None))
-
-    return best(api, 100_000), best(kit, 100_000)
-
-
 def request_metrics() -> tuple[float, float]:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
@@ -221,7 +203,6 @@ def main() -> None:
         ("OTLP protobuf encoding, per span", encoding()),
         ("sampled server span: start, attributes, end", span_life(ALWAYS_ON)),
         ("unsampled root span", span_life(ALWAYS_OFF)),
-        ("server span made current, and back", make_current()),
         ("metrics of one request (multiprocess files)", request_metrics()),
         ("access line (kit: rendered in a batch of 64)", access_line()),
     ):

@@ -31,7 +31,6 @@ FENCED = {
     "uvicorn-worker": "app/platform/worker.py (UvicornWorker._serve)",
     "gunicorn": "app/platform/worker.py, app/platform/metrics_server.py, server_hooks.py",
     "prometheus-client": "app/platform/metrics_server.py",
-    "opentelemetry-api": "app/platform/tracing.py (ServerSpans.activate)",
     "opentelemetry-sdk": "app/platform/tracing.py (ServerSpan, sampling plan)",
     "opentelemetry-exporter-otlp-proto-http": "app/platform/otlp_exporter.py",
 }
@@ -136,19 +135,6 @@ def test_uvicorn_worker_serve_is_the_method_replaced() -> None:
         assert piece in source, _fail(
             "uvicorn-worker", f"UvicornWorker._serve no longer has {piece!r}; worker.py copies it"
         )
-
-
-def test_opentelemetry_api_runtime_context() -> None:
-    from opentelemetry import context
-    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
-    from opentelemetry.trace import propagation
-
-    need("opentelemetry-api", context, "_RUNTIME_CONTEXT")
-    need("opentelemetry-api", propagation, "_SPAN_KEY")
-    runtime = ContextVarsRuntimeContext()
-    need("opentelemetry-api", runtime, "_current_context")
-    token = runtime._current_context.set(context.Context())
-    runtime._current_context.reset(token)
 
 
 def test_opentelemetry_sdk_span_and_sampler_internals() -> None:

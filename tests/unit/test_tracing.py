@@ -8,7 +8,6 @@ import pytest
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.propagate import extract
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
@@ -297,20 +296,3 @@ def test_activate_makes_the_context_the_api_would(case: str, parent: Context | N
         otel_context.detach(outer)
 
 
-def test_activate_goes_through_the_api_with_another_runtime(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """OTEL_PYTHON_CONTEXT may name another runtime context: then attach/detach are used."""
-
-    class Runtime(ContextVarsRuntimeContext):  # a different type, the same behaviour
-        pass
-
-    runtime = Runtime()
-    monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", runtime)
-    provider, _ = provider_for(ALWAYS_ON)
-    spans = ServerSpans(provider.get_tracer("t"))
-    span = spans.start("GET", "/x", None)
-    token = spans.activate(span, None)
-    assert runtime.get_current() == trace.set_span_in_context(span, Context())
-    spans.deactivate(token)
-    assert runtime.get_current() == Context()
