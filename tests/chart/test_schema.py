@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chart.conftest import HELMS, run_helm, template_args
+from tests.chart.conftest import HELMS, parse, run_helm, template_args
 
 
 def _render_error(helm: str, *sets: str) -> str:
@@ -77,3 +77,71 @@ def test_good_override_is_accepted(renders) -> None:
     )
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 45
+
+
+# Renders a real API server refuses: the chart refuses them first, naming the value.
+LONG_NAME = "n" * 60
+
+
+@pytest.mark.parametrize("helm", HELMS)
+@pytest.mark.parametrize(
+    ("sets", "names"),
+    [
+        # two Service ports with the same number (the API server: "Duplicate value")
+        (("service.port=9000",), "service.metricsPort"),
+        (("service.metricsPort=8000",), "service.metricsPort"),
+        (("containerPorts.metrics=8000",), "containerPorts.metrics"),
+        # a 60-character name: the test Pod's label value NAME-test would be 65 characters
+        ((f"nameOverride={LONG_NAME}",), "nameOverride"),
+        # FULLNAME-metrics (the metrics Service of a published Service) over 63 characters
+        ((f"fullnameOverride={'f' * 60}",), "fullnameOverride"),
+        # a release name plus nameOverride too long for the metrics Service's name
+        (("nameOverride=" + "x" * 50, "service.type=NodePort"), "nameOverride"),
+        # a pod label repeating a selector label: the Deployment's selector would not match
+        (("podLabels.app\\.kubernetes\\.io/name=other",), "podLabels"),
+        (("podLabels.app\\.kubernetes\\.io/instance=other",), "podLabels"),
+        (("podLabels.app\\.kubernetes\\.io/part-of=x",), "podLabels"),
+        (("commonLabels.app\\.kubernetes\\.io/version=x",), "commonLabels"),
+        (("commonLabels.team=a", "podLabels.team=b"), "podLabels"),
+        # label values the API server refuses
+        (("podLabels.team=not a label",), "podLabels"),
+        (("commonLabels.team=" + "v" * 64,), "commonLabels"),
+        (("namespaceOverride=Shop",), "namespaceOverride"),
+        (("partOf=has space",), "partOf"),
+        # CORS: credentials with the wildcard origin (the service refuses it at boot too)
+        (("config.cors.allowOrigins={*}", "config.cors.allowCredentials=true"), "allowOrigins"),
+        (("config.cors.allowOrigins={https://a.example/path}",), "allowOrigins"),
+        (("config.cors.allowMethods={FETCH}",), "allowMethods"),
+        (("config.websocket.pingTimeoutSeconds=0",), "pingTimeoutSeconds"),
+        (("config.bodyTimeoutSeconds=0",), "bodyTimeoutSeconds"),
+        # extension points keep their shape
+        (("envFromFiles[0].env=DB_FILE", "envFromFiles[0].key=password"), "envFromFiles"),
+        (("sidecars[0].image=x",), "sidecars"),
+        (("httpRoute.enabled=true", "httpRoute.parentRefs=null"), "httpRoute.parentRefs"),
+        (("httpRoute.hostnames={API.example.com}",), "hostnames"),
+        (("httpRoute.matches[0].path.type=Prefix",), "type"),
+    ],
+)
+def test_values_the_api_server_refuses_are_refused_first(helm: str, sets, names: str) -> None:
+    err = _render_error(helm, *sets)
+    assert names in err, err
+
+
+@pytest.mark.parametrize("helm", HELMS)
+def test_the_longest_accepted_names_render(helm: str) -> None:
+    """The limits are not stricter than needed: 58 and 55 characters are fine."""
+    for sets in (
+        (f"nameOverride={'n' * 58}",),
+        (f"fullnameOverride={'f' * 55}", "service.type=LoadBalancer"),
+    ):
+        docs = parse(run_helm(helm, *template_args(sets=sets)).stdout)
+        labels = [
+            value
+            for d in docs
+            for value in d["metadata"].get("labels", {}).values()
+            if isinstance(value, str)
+        ]
+        assert labels and max(map(len, labels)) <= 63
+        # Service names are DNS labels (63); other names are DNS subdomains (253).
+        services = [d["metadata"]["name"] for d in docs if d["kind"] == "Service"]
+        assert services and max(map(len, services)) <= 63, services

@@ -193,8 +193,8 @@ Included by the Deployment template.
 {{- fail (printf "nameOverride: %q is too long: the label app.kubernetes.io/name=%s-test of the helm test Pod must be at most 63 characters (at most 58 for the name)" $name $name) }}
 {{- end }}
 {{- $fullname := include "fastapi-app.fullname" . }}
-{{- if gt (len (printf "%s-metrics" $fullname)) 63 }}
-{{- fail (printf "fullnameOverride/nameOverride: the full name %q is too long: Service names derived from it (%s-metrics) must be at most 63 characters (at most 55 for the full name)" $fullname $fullname) }}
+{{- if and (ne $v.service.type "ClusterIP") (gt (len (printf "%s-metrics" $fullname)) 63) }}
+{{- fail (printf "fullnameOverride/nameOverride: the full name %q is too long: with service.type %s the metrics Service %s-metrics needs a name of at most 63 characters (at most 55 for the full name)" $fullname $v.service.type $fullname) }}
 {{- end }}
 {{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $fullname) }}
 {{- fail (printf "fullnameOverride/nameOverride: the full name %q must be a DNS label (lower-case letters, digits and '-', starting with a letter)" $fullname) }}
