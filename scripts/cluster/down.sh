@@ -120,6 +120,7 @@ if [ -d "$LOG_DIR" ]; then
   cp -r "$LOG_DIR" "$KIT_CACHE/cluster-logs" 2>/dev/null || true
 fi
 rm -rf "$CLUSTER_DIR"
+rmdir "$(dirname "$CLUSTER_DIR")" 2>/dev/null || true
 
 # --- check: nothing left
 left=()

@@ -11,7 +11,7 @@ source "$(dirname "$0")/lib.sh"
 
 # image NAME TAG BINARY [ENTRYPOINT ARGS JSON]
 in_registry() {
-  curl -fsS -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+  curl -fs -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
     -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
     "http://$REGISTRY_HOST/v2/kit/$1/manifests/$2"
 }

@@ -230,7 +230,6 @@ clientConnection:
   kubeconfig: $PKI/kube-proxy.kubeconfig
 hostnameOverride: $NODE_NAME
 clusterCIDR: $POD_CIDR
-bindAddress: 127.0.0.1
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
 nodePortAddresses: ["$NODE_IP/32"]
