@@ -5,7 +5,10 @@ through `kubectl port-forward`, then upgrade (checksum roll), rollback and unins
 from __future__ import annotations
 
 import csv
+import json
+import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.cluster.conftest import ROOT, Cluster, Published, Release, figure
+from tests.cluster.conftest import CLUSTER_DIR, ROOT, Cluster, Published, Release, figure, run
 from tests.support.server import free_port, terminate, wait_for
 
 
@@ -174,6 +177,89 @@ def test_locust_smoke_through_port_forward(cluster: Cluster, release: Release) -
         assert sent - failed <= served <= sent
     finally:
         terminate(pf)
+
+
+def _pod_get(cluster: Cluster, release: Release, pod: str, port: int, path: str) -> str:
+    """GET one pod directly (the API server's pod proxy), not through the Service."""
+    return cluster.kc(
+        "get", "--raw", f"/api/v1/namespaces/{release.namespace}/pods/http:{pod}:{port}/proxy{path}"
+    ).stdout
+
+
+def _hello_count(cluster: Cluster, release: Release, pod: str) -> float:
+    text = _pod_get(cluster, release, pod, 9000, "/metrics")
+    return sum(
+        float(m.group(2))
+        for m in re.finditer(r"^http_requests_total\{([^}]*)\} (\S+)$", text, re.M)
+        if 'route="/api/v1/hello"' in m.group(1)
+    )
+
+
+def test_killed_container_is_restarted_and_metrics_keep_counting(
+    cluster: Cluster, release: Release
+) -> None:
+    """SIGKILL from the host to a pod's container (its gunicorn master, found through the
+    CRI): the kubelet restarts it, the pod is Ready again, and its metrics count on."""
+    pod = _ready_pods(cluster, release)[0]
+    name = pod["metadata"]["name"]
+    for _ in range(5):
+        _pod_get(cluster, release, name, 8000, "/api/v1/hello")
+    before = _hello_count(cluster, release, name)
+    assert before >= 5
+    crictl = [
+        str(cluster.bin / "crictl"),
+        "--runtime-endpoint",
+        f"unix://{CLUSTER_DIR / 'containerd' / 'containerd.sock'}",
+    ]
+    cid = run(
+        [
+            *crictl,
+            "ps",
+            "-q",
+            "--label",
+            f"io.kubernetes.pod.name={name}",
+            "--label",
+            "io.kubernetes.container.name=app",
+        ]
+    ).stdout.split()
+    if not cid:  # the container's name in the chart
+        cname = pod["spec"]["containers"][0]["name"]
+        cid = run(
+            [
+                *crictl,
+                "ps",
+                "-q",
+                "--label",
+                f"io.kubernetes.pod.name={name}",
+                "--label",
+                f"io.kubernetes.container.name={cname}",
+            ]
+        ).stdout.split()
+    assert len(cid) == 1, cid
+    pid = json.loads(run([*crictl, "inspect", cid[0]]).stdout)["info"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.monotonic()
+
+    def restarted_and_ready():
+        p = cluster.json("-n", release.namespace, "get", "pod", name)
+        st = p["status"]["containerStatuses"][0]
+        return st["restartCount"] >= 1 and st["ready"] and p
+
+    p = cluster.wait(
+        f"the kubelet to restart the killed container of {name}", restarted_and_ready, 120
+    )
+    figure("container SIGKILL -> restarted and Ready seconds", f"{time.monotonic() - t0:.1f}")
+    st = p["status"]["containerStatuses"][0]
+    assert st["restartCount"] == 1
+    assert st["lastState"]["terminated"]["exitCode"] == 137  # killed by SIGKILL
+    after_restart = _hello_count(cluster, release, name)
+    for _ in range(7):
+        _pod_get(cluster, release, name, 8000, "/api/v1/hello")
+    now = _hello_count(cluster, release, name)
+    # every request after the restart is counted, on top of what the scrape showed then
+    # (kept from before the kill, or a counter reset that Prometheus' rate() handles)
+    assert now - after_restart == 7
+    figure("hello count before kill / after restart", f"{before:.0f} / {after_restart:.0f}")
 
 
 def _exec_env(cluster: Cluster, release: Release, pod: str, name: str) -> str:
