@@ -78,7 +78,7 @@ def team(
         OTEL_BSP_SCHEDULE_DELAY="100",
         APP_MAX_BODY_BYTES="4096",
     )
-    srv = GunicornServer(env, workers=2, app=APP).start()
+    srv = GunicornServer(env, workers=2, app=APP).start(timeout=90)
     yield srv
     srv.stop()
     srv.close()
@@ -220,7 +220,7 @@ def test_cors_on_the_platforms_503_when_shedding(
     redis_server: RedisServer, upstream: UpstreamServer
 ) -> None:
     env = team_env(redis_server, upstream, APP_MAX_CONCURRENT_REQUESTS="1")
-    srv = GunicornServer(env, workers=1, app=APP).start()
+    srv = GunicornServer(env, workers=1, app=APP).start(timeout=90)
     try:
         slow = threading.Thread(
             target=lambda: httpx.get(f"{srv.base_url}/team/v1/slow?ms=1500", timeout=10)
@@ -243,7 +243,7 @@ def test_errors_after_the_response_started_are_logged_and_counted(
     """With APP_ACCESS_LOG=false: a stream that breaks and a background task that raises
     each leave one error line with the traceback and a 500 in the metrics."""
     env = team_env(redis_server, upstream, APP_ACCESS_LOG="false")
-    srv = GunicornServer(env, workers=2, app=APP).start()
+    srv = GunicornServer(env, workers=2, app=APP).start(timeout=90)
     try:
         with fresh(srv.base_url) as c:
             with pytest.raises(httpx.RemoteProtocolError):  # the body was cut short
@@ -289,7 +289,7 @@ def test_lifespan_resource_readiness_and_release_after_the_drain(
     env = team_env(
         redis_server, upstream, APP_SHUTDOWN_DELAY_SECONDS="0.5", APP_READINESS_CACHE_SECONDS="0"
     )
-    srv = GunicornServer(env, workers=1, app=APP).start()
+    srv = GunicornServer(env, workers=1, app=APP).start(timeout=90)
     try:
         first = httpx.get(f"{srv.base_url}/team/v1/visits").json()["visits"]
         assert httpx.get(f"{srv.base_url}/team/v1/visits").json()["visits"] == first + 1
@@ -381,7 +381,7 @@ def test_websocket_idle_limit_and_close_1001_on_drain(
         APP_GRACEFUL_TIMEOUT_SECONDS="20",
         APP_WS_IDLE_TIMEOUT_SECONDS="1",
     )
-    srv = GunicornServer(env, workers=1, app=APP).start()
+    srv = GunicornServer(env, workers=1, app=APP).start(timeout=90)
     ws_url = srv.base_url.replace("http://", "ws://")
     try:
         with connect(f"{ws_url}/team/v1/ws/idle") as idle:  # a peer that sends nothing
@@ -390,17 +390,17 @@ def test_websocket_idle_limit_and_close_1001_on_drain(
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
             assert closed.value.rcvd.reason == "idle timeout"
 
-        busy = connect(f"{ws_url}/team/v1/ws/drain")
-        busy.send("ping")
-        assert busy.recv(timeout=5) == "drain: ping"
-        started = time.monotonic()
-        srv.send_signal(signal.SIGTERM)
-        with pytest.raises(ConnectionClosed) as closed:
-            while True:  # keeps talking during the drain delay, then is closed
-                busy.send("still here")
-                busy.recv(timeout=5)
-                time.sleep(0.05)
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        with connect(f"{ws_url}/team/v1/ws/drain") as busy:
+            busy.send("ping")
+            assert busy.recv(timeout=5) == "drain: ping"
+            started = time.monotonic()
+            srv.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:  # keeps talking during the drain delay, then is closed
+                    busy.send("still here")
+                    busy.recv(timeout=5)
+                    time.sleep(0.05)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
         assert srv.proc is not None and srv.proc.wait(15) == 0
         elapsed = time.monotonic() - started
         # closed after the drain delay, and the worker did not wait for the graceful timeout
@@ -417,7 +417,7 @@ def test_blocking_route_does_not_block_the_event_loop(
 ) -> None:
     """One worker: while a ``def`` route sleeps 1.5 s in FastAPI's thread pool, /livez and an
     async route are answered before it returns (they would queue behind it on the loop)."""
-    srv = GunicornServer(team_env(redis_server, upstream), workers=1, app=APP).start()
+    srv = GunicornServer(team_env(redis_server, upstream), workers=1, app=APP).start(timeout=90)
     try:
         with ThreadPoolExecutor(1) as pool:
             blocked = pool.submit(
