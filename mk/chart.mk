@@ -11,7 +11,7 @@ DRY_RUN ?= 0
 PROMETHEUS ?= 0
 KIND_ENV = DRY_RUN=$(DRY_RUN) IMAGE=$(IMAGE)
 
-.PHONY: chart-tools chart-lint chart-docs chart-docs-check manifests chart-test \
+.PHONY: chart-tools chart-lint chart-docs chart-docs-check manifests chart-test chart-rules-test \
         kind-up kind-deploy kind-prometheus kind-loadtest kind-down kind-all
 
 chart-tools: ## Install Helm 3, Helm 4 (.tools/bin/helm3, helm4) and checkov (.tools/checkov)
@@ -37,6 +37,13 @@ manifests: ## Regenerate k8s/base and k8s/kind from helm template
 
 chart-test: ## Run only the chart tests
 	$(VENV)/bin/pytest tests/chart
+
+chart-rules-test: ## promtool unit tests of the alert rules as the chart renders them per release
+	@test -x $(HELM4) || bash scripts/tools/helm.sh
+	@rm -rf .tools/rules-test
+	HELM=$(HELM4) $(PY) observability/render_rules.py --out .tools/rules-test >/dev/null
+	promtool check rules .tools/rules-test/rendered/*.yaml
+	promtool test rules .tools/rules-test/*_test.yaml
 
 kind-up: ## Create the kind cluster (DRY_RUN=1 prints the commands)
 	$(KIND_ENV) bash scripts/kind.sh up

@@ -69,3 +69,14 @@ def test_every_query_names_metrics_and_labels_the_service_exports(server) -> Non
             assert name in exported, f"{where}: {name} is not exported by the service"
             unknown = labels - exported[name] - TARGET_LABELS
             assert not unknown, f"{where}: {name} has no label(s) {unknown}"
+
+
+def test_every_query_carries_the_job_matcher_the_chart_scopes() -> None:
+    """The chart rewrites `job=~"$job"` into this release's job and namespace: a query without
+    it would show every release's series in each release's dashboard."""
+    for where, expr in dashboard_exprs(_dashboard()):
+        if where == "variable job":  # the job picker: the chart removes it
+            continue
+        for name, labels in selectors(expr):
+            assert "job" in labels, f"{where}: {name} is not selected by job"
+        assert 'job=~"$job"' in expr, where
