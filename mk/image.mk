@@ -4,10 +4,13 @@ VENV ?= .venv
 IMAGE ?= fastapi-app:dev
 BASE_IMAGE ?=
 
-.PHONY: image image-base image-local image-lint image-test
+.PHONY: image image-sbom image-base image-local image-lint image-test
 
-image: ## Build IMAGE (default fastapi-app:dev): docker build when an engine answers, else buildah
+image: ## Build IMAGE (default fastapi-app:dev) and its CycloneDX SBOM (build/IMAGE.cdx.json, from uv.lock)
 	IMAGE='$(IMAGE)' BASE_IMAGE='$(BASE_IMAGE)' bash scripts/image.sh
+
+image-sbom: ## Write only the image's CycloneDX SBOM from uv.lock (build/IMAGE.cdx.json)
+	SBOM_ONLY=1 IMAGE='$(IMAGE)' bash scripts/image.sh
 
 image-base: ## Debootstrap the python:3.12-slim stand-in localhost/pybase:bookworm (cached; root)
 	bash scripts/pybase.sh

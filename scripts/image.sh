@@ -16,6 +16,12 @@
 #                   TLS-intercepting proxy (default /etc/ssl/certs/ca-certificates.crt
 #                   when it exists; set empty to disable)
 #   VERSION REVISION  OCI label values (optional)
+#   SBOM_DIR        where the image's software bill of materials is written (default build/)
+#   SBOM_ONLY=1     write the SBOM and stop (no image build)
+#
+# Before the build, a CycloneDX 1.5 SBOM of the Python packages the image installs is written
+# from the lock file (`uv export --format cyclonedx1.5 --no-dev --frozen`: exactly what the
+# Dockerfile's `uv sync --locked --no-dev` installs) to $SBOM_DIR/<image>.cdx.json.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +33,23 @@ STORAGE_DRIVER="${STORAGE_DRIVER:-vfs}"
 CA_BUNDLE="${CA_BUNDLE-/etc/ssl/certs/ca-certificates.crt}"
 
 log() { printf 'image.sh: %s\n' "$*" >&2; }
+
+SBOM_DIR="${SBOM_DIR:-$ROOT/build}"
+sbom="$SBOM_DIR/$(printf '%s' "$IMAGE" | tr '/:@' '___').cdx.json"
+uv="$ROOT/.tools/bin/uv"
+[ -x "$uv" ] || uv="$(command -v uv || true)"
+if [ -z "$uv" ]; then
+  log "uv not found (make install puts it in .tools/bin): cannot write the SBOM"
+  exit 1
+fi
+mkdir -p "$SBOM_DIR"
+(cd "$CONTEXT" && "$uv" export --format cyclonedx1.5 --preview-features sbom-export \
+  --no-dev --frozen --quiet) >"$sbom.tmp"
+mv "$sbom.tmp" "$sbom"
+log "SBOM (CycloneDX 1.5, from uv.lock) -> $sbom"
+if [ "${SBOM_ONLY:-0}" = 1 ]; then
+  exit 0
+fi
 
 if [ "$ENGINE" = auto ]; then
   if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then

@@ -12,7 +12,8 @@ set -euo pipefail
 
 IMAGE="${PYBASE_IMAGE:-localhost/pybase:bookworm}"
 SUITE="${PYBASE_SUITE:-bookworm}"
-MIRROR="${PYBASE_MIRROR:-http://deb.debian.org/debian}"
+# No mirror by default: debootstrap uses its own default; PYBASE_MIRROR=URL picks another one.
+MIRROR="${PYBASE_MIRROR:-}"
 STORAGE_DRIVER="${STORAGE_DRIVER:-vfs}"
 
 log() { printf 'pybase.sh: %s\n' "$*" >&2; }
@@ -37,8 +38,10 @@ work="$(mktemp -d /var/tmp/pybase.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 rootfs="$work/rootfs"
 log "debootstrapping $SUITE into $rootfs (about a minute)"
+mirror_arg=()
+[ -n "$MIRROR" ] && mirror_arg=("$MIRROR")
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
-  "$SUITE" "$rootfs" "$MIRROR" >"$work/debootstrap.log" 2>&1 || {
+  "$SUITE" "$rootfs" "${mirror_arg[@]}" >"$work/debootstrap.log" 2>&1 || {
   tail -n 30 "$work/debootstrap.log" >&2
   log "debootstrap failed"
   exit 1
