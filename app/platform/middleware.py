@@ -141,7 +141,6 @@ class PlatformMiddleware:
         self.app = app
         self._probes = probes  # /livez and /readyz, served here rather than by the app
         self._websockets = websockets  # WebSocket sessions (``websockets.WebSocketSessions``)
-        self._resolve = routes.resolve
         self._routes = routes
         self._metrics = metrics
         self._max_body = max_body_bytes
@@ -188,7 +187,7 @@ class PlatformMiddleware:
             rid_bytes = rid.encode("ascii")
         rid_token = request_id_var.set(rid)
 
-        route = self._resolve(method, path)
+        route = self._routes.resolve(method, path)
         label_method = method if method in KNOWN_METHODS else OTHER_METHOD
         metrics = self._metrics
         started_slot = metrics.start(label_method, route)
