@@ -241,7 +241,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._linger_until is not None:
             if now >= self._linger_until or now - self._linger_last >= LINGER_IDLE_SECONDS:
-                self.transport.close()
+                if transport.get_write_buffer_size():  # the response itself was not read
+                    transport.abort()
+                else:
+                    transport.close()
             return
         if self._head_since is not None:
             self.expire_slow_head(now)
@@ -319,7 +322,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._linger_until = now + seconds
         self._linger_last = now
         self._linger_left = LINGER_MAX_BYTES
-        self._head_since = self._body_since = self._write_since = None
+        self._head_since = self._body_since = None
         self._in_head = self._in_body = False
         self._unset_keepalive_if_required()
         if transport.can_write_eof():

@@ -13,6 +13,8 @@ server closed) are printed on ``FIGURE`` lines. The assertions are behaviour, ne
 - slow read (``-X``, a 512 KiB response read a few bytes at a time): the one-shot response
   is handed to the transport at once, so the slow readers hold no slot; a reader taking
   nothing for the deadline is cut;
+- a reader taking nothing at all (a socket that never reads an 8 MiB answer): cut at the
+  deadline (control: with 600 s it gets the whole answer after its pause);
 - range (``-R``, an "Apache killer" ``Range`` header of thousands of ranges): ignored, the
   whole representation is sent, the normal client is served.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import csv
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -271,3 +274,37 @@ def test_range_attack_is_ignored(hardened: GunicornServer) -> None:
         f"{hardened.base_url}/attack/big?kb=64", headers={"Range": big_range}, timeout=5
     )
     assert response.status_code == 200 and len(response.content) == 64 * 1024
+
+
+def read_all_after_a_pause(server: GunicornServer, kb: int, pause: float) -> int:
+    """Ask for ``kb`` KiB, take nothing for ``pause`` seconds, then read what still comes."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader with no room
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(f"GET /attack/big?kb={kb} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        time.sleep(pause)  # reading nothing is the behaviour under test
+        got = 0
+        try:
+            while chunk := sock.recv(1 << 20):
+                got += len(chunk)
+                if got >= kb * 1024:
+                    break
+        except (ConnectionResetError, TimeoutError):
+            pass
+        return got
+
+
+def test_a_reader_that_takes_nothing_is_cut_at_the_deadline(
+    hardened: GunicornServer, lax: GunicornServer
+) -> None:
+    kb, pause = 8192, DEADLINE + 3  # the deadline and the sweep's second, with margin
+    cut = read_all_after_a_pause(hardened, kb, pause)
+    whole = read_all_after_a_pause(lax, kb, pause)
+    figure("stalled_reader", response_kib=kb, pause_s=pause, read_hardened=cut, read_lax=whole)
+    assert whole >= kb * 1024  # control: with a 600 s deadline the response waits for it
+    # Dropped: what the kernel's socket buffers had taken (a few MiB here) and no more.
+    assert cut < kb * 1024
+    assert any(
+        "response not read by the client" in e.get("event", "") for e in hardened.json_logs()
+    )
