@@ -105,40 +105,48 @@ class SeriesFile:
         self.values_path, self.keys_path = file_paths(directory, owner)
         self._keys_fd = os.open(self.keys_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._values_fd = os.open(self.values_path, os.O_RDWR | os.O_CREAT, 0o644)
-        self.slots: dict[bytes, int] = {}
+        self.slots_by_key: dict[bytes, int] = {}
         size = os.fstat(self._values_fd).st_size
         if size:  # an archive reopened by the master: take up the series it holds
             self.view = self._map(size)
             for i, key in enumerate(read_keys(self.keys_path, int(self.view[0])), start=1):
-                self.slots[key] = i
+                self.slots_by_key[key] = i
         else:
             self.view = self._map(_INITIAL_SLOTS * 8)
-        self.count = len(self.slots)
+        self.count = len(self.slots_by_key)
 
     def _map(self, size: int) -> memoryview:
         if os.fstat(self._values_fd).st_size < size:
             os.ftruncate(self._values_fd, size)
         return memoryview(mmap.mmap(self._values_fd, size)).cast("d")
 
-    def slot(self, key: bytes) -> int:
-        """The slot of ``key`` (an encoded key line), laid out at 0.0 on first use.
+    def slots(self, keys: list[bytes]) -> list[int]:
+        """The slots of ``keys`` (encoded key lines), the new ones laid out at 0.0.
 
+        The new lines go out in one write and one header store covers them all, so a
+        reader sees a group (a histogram's sum and every bucket) whole or not at all.
         May replace :attr:`view` (growth): callers read ``view`` after this returns. The
         previous mapping stays valid for anyone still holding it (the same file pages).
         """
-        slot = self.slots.get(key)
-        if slot is not None:
-            return slot
-        slot = self.count + 1
-        if slot >= len(self.view):
-            self.view = self._map(len(self.view) * 2 * 8)
-        written = 0
-        while written < len(key):  # a regular file takes it in one write; loop anyway
-            written += os.write(self._keys_fd, key[written:])
-        self.count = slot
-        self.slots[key] = slot
-        self.view[0] = float(slot)  # commit: the line above is now covered
-        return slot
+        found = [self.slots_by_key.get(key) for key in keys]
+        new = [key for key, slot in zip(keys, found, strict=True) if slot is None]
+        if new:
+            first = self.count + 1
+            last = self.count + len(new)
+            size = len(self.view)
+            while last >= size:
+                size *= 2
+            if size != len(self.view):
+                self.view = self._map(size * 8)
+            data = b"".join(new)
+            written = 0
+            while written < len(data):  # a regular file takes it in one write; loop anyway
+                written += os.write(self._keys_fd, data[written:])
+            for slot, key in enumerate(new, start=first):
+                self.slots_by_key[key] = slot
+            self.count = last
+            self.view[0] = float(last)  # commit: the lines above are now covered
+        return [self.slots_by_key[key] for key in keys]
 
     def close(self) -> None:
         """Drop the descriptors (the mapping goes with the last view referencing it)."""
@@ -232,8 +240,8 @@ class HttpMetrics:
         """This process's values file, once the first series was laid out (tests)."""
         return self._file.values_path if self._file else None
 
-    def _slot(self, family: str, sample: str, labels: dict[str, str]) -> int:
-        key = encode_key(family, sample, labels)
+    def _slots(self, keys: list[bytes]) -> list[int]:
+        """The slots of ``keys`` (see :func:`encode_key`), laid out together if new."""
         if not self._opened:
             self._opened = True
             directory = self._directory or os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
@@ -242,28 +250,33 @@ class HttpMetrics:
                 self._view = self._file.view
         file = self._file
         if file is None:
-            slot = self._list_slots.get(key)
-            if slot is None:
-                slot = self._list_slots[key] = len(self._view)
-                self._view.append(0.0)
-            return slot
-        slot = file.slot(key)
+            slots = []
+            for key in keys:
+                slot = self._list_slots.get(key)
+                if slot is None:
+                    slot = self._list_slots[key] = len(self._view)
+                    self._view.append(0.0)
+                slots.append(slot)
+            return slots
+        slots = file.slots(keys)
         self._view = file.view
-        return slot
+        return slots
 
     def _histogram(
         self, family: str, labels: dict[str, str], bounds: tuple[float, ...], gauge: str
     ) -> _Route:
         """Every series of a histogram and its gauge exists in full from its first use
-        (the collector only exposes what the files hold)."""
-        return _Route(
-            self._slot(gauge, gauge, labels),
-            self._slot(family, family + "_sum", labels),
-            tuple(
-                self._slot(family, family + "_bucket", {**labels, "le": le_label(b)})
+        (the collector only exposes what the files hold), laid out in one group."""
+        keys = [
+            encode_key(gauge, gauge, labels),
+            encode_key(family, family + "_sum", labels),
+            *(
+                encode_key(family, family + "_bucket", {**labels, "le": le_label(b)})
                 for b in bounds
             ),
-        )
+        ]
+        gauge_slot, sum_slot, *buckets = self._slots(keys)
+        return _Route(gauge_slot, sum_slot, tuple(buckets))
 
     def _new_route(self, method: str, route: str) -> _Route:
         """Lay out the slots of a (method, route) seen for the first time."""
@@ -277,11 +290,12 @@ class HttpMetrics:
 
     def _new_count(self, method: str, route: str, status: int) -> int:
         """Lay out the counter slot of a (method, route, status) seen for the first time."""
-        slot = self._counts[(method, route, status)] = self._slot(
+        key = encode_key(
             "http_requests",
             "http_requests_total",
             {"method": method, "route": route, "status": str(status)},
         )
+        slot = self._counts[(method, route, status)] = self._slots([key])[0]
         return slot
 
     def start(self, method: str, route: str) -> int:
@@ -314,11 +328,12 @@ class HttpMetrics:
         series = self._ws_routes.get(route) or self._new_ws_route(route)
         count = self._ws_counts.get((route, code))
         if count is None:
-            count = self._ws_counts[(route, code)] = self._slot(
+            key = encode_key(
                 "websocket_connections",
                 "websocket_connections_total",
                 {"route": route, "code": str(code)},
             )
+            count = self._ws_counts[(route, code)] = self._slots([key])[0]
         view = self._view
         view[series.buckets[bisect_left(self._ws_bounds, seconds)]] += 1.0
         view[series.duration_sum] += seconds

@@ -81,14 +81,21 @@ def compact_dead_worker(pid: int, path: str) -> None:
         values_path, keys_path = file_paths(path, str(pid))
         if not os.path.exists(values_path):
             return
-        archive = _archives.get(path)
-        for key, value in read_series(values_path, keys_path):
-            if FAMILIES.get(json.loads(key)[0], ("gauge",))[0] == "gauge":
-                continue  # in progress: gone with the worker
+        kept = [
+            (key, value)
+            for key, value in read_series(values_path, keys_path)
+            # gauges (in progress) go with the worker; so would a family this version
+            # does not know
+            if FAMILIES.get(json.loads(key)[0], ("gauge",))[0] != "gauge"
+        ]
+        if kept:
+            archive = _archives.get(path)
             if archive is None:
                 archive = _archives[path] = SeriesFile(path, ARCHIVE)
-            slot = archive.slot(key)
-            archive.view[slot] += value
+            slots = archive.slots([key for key, _ in kept])
+            view = archive.view
+            for slot, (_, value) in zip(slots, kept, strict=True):
+                view[slot] += value
         os.remove(values_path)
         if os.path.exists(keys_path):
             os.remove(keys_path)

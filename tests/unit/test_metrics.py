@@ -129,8 +129,14 @@ def test_concurrent_layout_and_scrapes_read_whole_values(tmp_path: Path) -> None
     scrapes = 0
     while True:
         done = os.waitpid(pid, os.WNOHANG)[0] == pid
-        now = {k: v for k, v in collect(tmp_path).items() if k[0] == "http_requests_total"}
+        values = collect(tmp_path)
+        now = {k: v for k, v in values.items() if k[0] == "http_requests_total"}
         scrapes += 1
+        # A route's histogram is laid out as one group: never a sum without its buckets.
+        sums = [k[1] for k in values if k[0] == "http_request_duration_seconds_sum"]
+        for labels in sums:
+            inf = (("le", "+Inf"), *labels)
+            assert ("http_request_duration_seconds_bucket", inf) in values, labels
         for key, value in now.items():
             assert value >= seen.get(key, 0.0), key
         seen = now
