@@ -92,3 +92,23 @@ def _get(values: dict, path: str):
     for part in path.split("."):
         node = node[part]
     return node
+
+
+def test_readme_upgrade_and_extension_points() -> None:
+    """The upgrade command resets to the new chart's defaults before reusing the old values
+    (plain --reuse-values drops every new default); each extension point is documented."""
+    readme = (CHART / "README.md").read_text()
+    upgrades = [line for line in readme.splitlines() if line.startswith("helm upgrade")]
+    assert upgrades and all("--reset-then-reuse-values" in line for line in upgrades)
+    section = readme.split("## Extension points", 1)[1].split("\n## ", 1)[0]
+    for value in (
+        "extraVolumes",
+        "extraVolumeMounts",
+        "envFromFiles",
+        "initContainers",
+        "sidecars",
+        "lifecycle",
+        "extraObjects",
+    ):
+        assert f"`{value}`" in section, value
+    assert "Turning autoscaling on" in readme and "lookup" in readme
