@@ -2,8 +2,9 @@
 
 Master: ``on_starting`` (empty metrics directory before any worker writes to it),
 ``when_ready`` (metrics exposition thread, boot summary), ``child_exit`` (fold a dead
-worker's metric files). Worker: ``post_fork`` (tracing, whose exporter thread must be
-created after the fork), ``post_worker_init`` (``gc.freeze``), ``worker_exit``.
+worker's kit metric files into the master's archive, drop its live gauges). Worker:
+``post_fork`` (tracing, whose exporter thread must be created after the fork),
+``post_worker_init`` (``gc.freeze``), ``worker_exit``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ def metrics_dir() -> str:
 
 
 def on_starting(server: Any) -> None:
-    """Master, before the first fork: stale worker files would corrupt the totals."""
+    """Master, before the first fork: stale worker files would corrupt the totals.
+
+    (With ``--preload`` the app was imported just before this: a team's label-less
+    prometheus-client metrics made zero-valued files under the master's pid, removed here
+    too. The kit opens nothing before a worker lays out its first series.)"""
     metrics_server.prepare_directory(metrics_dir())
 
 
