@@ -251,6 +251,6 @@ and IfNotPresent is its default. Pinning image.digest satisfies the check withou
 */}}
 {{- define "fastapi-app.checkovSkips" -}}
 {{- if and (ne (include "fastapi-app.pullPolicy" .) "Always") (not .Values.image.digest) }}
-checkov.io/skip1: CKV_K8S_15=IfNotPresent with immutable tags; pin image.digest to satisfy the check
+checkov.io/skip1: CKV_K8S_15=pullPolicy {{ include "fastapi-app.pullPolicy" . }} with immutable tags; pin image.digest to satisfy the check
 {{- end }}
 {{- end }}
