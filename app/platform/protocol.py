@@ -23,9 +23,12 @@ document by the app, with its request id and headers); if the response had alrea
 the connection is just closed. Starving ready requests is the middleware's side: a request
 only counts against ``APP_MAX_CONCURRENT_REQUESTS`` once its body is in.
 
-Write time: a response whose writes stay blocked (the peer reads nothing, or a few bytes a
-second: slow read) for ``APP_BODY_TIMEOUT_SECONDS`` without the write buffer shrinking is
-cut, so a slow reader cannot hold a task and a concurrency slot for ever.
+Write time: a response whose writes are blocked (transport above its high-water mark) and
+whose write buffer has not shrunk for ``APP_BODY_TIMEOUT_SECONDS`` (the peer reads nothing)
+is aborted, so a reader that takes nothing cannot hold a task, a slot or the buffered
+response for ever. A reader taking a few bytes at a time is progress, as for nginx's
+``send_timeout``; such slow readers hold no slot anyway when the response is sent in one
+piece, as the app's responses are (measured with slowhttptest ``-X``).
 
 Cost: none of the deadlines arms a timer. Each costs a request at most one clock read (the
 head's; a body read one per chunk that leaves the body incomplete): the server sweeps its
@@ -38,21 +41,24 @@ nginx does it, a *lingering close*: stop writing (``write_eof``: the peer reads 
 response, then end-of-file), keep reading and discarding what the client still sends, and
 close once it has gone quiet, or stopped sending, or the bounds below are reached. Closing
 with unread bytes in the kernel's receive buffer instead makes the kernel send a reset,
-which can destroy the response before the client reads it (measured: 63 of 100 Python
-``urllib`` uploads of 2 MiB got ``BrokenPipeError`` instead of their 413).
+which can destroy the response before the client reads it (measured: about half of the
+Python ``urllib`` uploads of 2 MiB got ``BrokenPipeError`` instead of their 413).
 Bounds: ``LINGER_SECONDS`` in all (nginx ``lingering_time`` 30 s), ``LINGER_IDLE_SECONDS``
 without a byte (nginx ``lingering_timeout`` 5 s), ``LINGER_MAX_BYTES`` discarded; after a
 408 the linger is short (``TIMEOUT_LINGER_SECONDS``): that client was already too slow.
 
 uvicorn internals used (``uvicorn.protocols.http.httptools_impl``, 0.54), each pinned by a
 contract test: ``HttpToolsProtocol`` attributes ``cycle``, ``transport``, ``flow``,
-``loop``, ``logger``, ``server_state``, ``scope`` and methods ``data_received``,
-``on_url``, ``on_header``, ``on_headers_complete``, ``on_message_complete``,
-``on_response_complete``, ``send_400_response``, ``_unset_keepalive_if_required``;
-``RequestResponseCycle`` (subclassed: each instance gets this module's class right after
-uvicorn creates it, before its task first runs) with ``send``, ``receive``, ``transport``,
-``keep_alive``, ``more_body``, ``response_started``, ``response_complete``, ``disconnected``,
-``message_event``; ``FlowControl.read_paused`` / ``write_paused`` / ``resume_reading``.
+``loop``, ``logger``, ``server_state.total_requests`` and methods ``connection_made``,
+``data_received``, ``on_url``, ``on_header``, ``on_headers_complete``,
+``on_message_complete``, ``on_response_complete``, ``pause_writing``, ``resume_writing``,
+``send_400_response``, ``_unset_keepalive_if_required``; ``RequestResponseCycle``
+(subclassed: each instance gets this module's class right after uvicorn creates it in
+``on_headers_complete``, before its task first runs) with ``send``, ``receive``,
+``transport``, ``keep_alive``, ``more_body``, ``response_started``, ``response_complete``,
+``disconnected``, ``message_event``, and its behaviour of writing ``connection: close``
+and calling ``transport.close()`` after the last body message when ``keep_alive`` is
+false; ``FlowControl.read_paused`` / ``resume_reading``.
 """
 
 from __future__ import annotations

@@ -265,7 +265,10 @@ def test_slow_read_holds_no_slot(hardened: GunicornServer) -> None:
 
 def test_range_attack_is_ignored(hardened: GunicornServer) -> None:
     result = attack(
-        hardened, "range", ["-R", "-c", "200", "-r", "100", "-a", "10", "-b", "3000"], "/"
+        hardened,
+        "range",
+        ["-R", "-c", "500", "-r", "50", "-a", "10", "-b", "3000"],
+        "/attack/big?kb=64",
     )
     assert result.normal.failures == 0, Counter(result.normal.statuses)
     # The service does not do ranges: one of those requests gets the whole 200 answer.
