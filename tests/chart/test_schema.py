@@ -114,6 +114,22 @@ LONG_NAME = "n" * 60
         (("config.cors.allowMethods={FETCH}",), "allowMethods"),
         (("config.websocket.pingTimeoutSeconds=0",), "pingTimeoutSeconds"),
         (("config.bodyTimeoutSeconds=0",), "bodyTimeoutSeconds"),
+        # names the API server wants unique within the pod
+        (("extraVolumes[0].name=tmp", "extraVolumes[0].emptyDir.medium=Memory"), "extraVolumes"),
+        (
+            ("extraVolumeMounts[0].name=tmp", "extraVolumeMounts[0].mountPath=/tmp"),
+            "extraVolumeMounts",
+        ),
+        (("sidecars[0].name=app", "sidecars[0].image=x:1"), "sidecars"),
+        (
+            (
+                "initContainers[0].name=a",
+                "initContainers[0].image=x:1",
+                "sidecars[0].name=a",
+                "sidecars[0].image=x:1",
+            ),
+            "sidecars",
+        ),
         # extension points keep their shape
         (("envFromFiles[0].env=DB_FILE", "envFromFiles[0].key=password"), "envFromFiles"),
         (("sidecars[0].image=x",), "sidecars"),

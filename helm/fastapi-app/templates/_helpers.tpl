@@ -219,6 +219,34 @@ Included by the Deployment template.
 {{- fail (printf "commonLabels: %q is a label the chart already sets" $k) }}
 {{- end }}
 {{- end }}
+{{- /* Names the API server requires to be unique within the pod. */}}
+{{- $volumes := dict "tmp" "the chart" "metrics" "the chart" }}
+{{- range (include "fastapi-app.envFileVolumes" . | fromYamlArray) }}
+{{- $_ := set $volumes . "envFromFiles" }}
+{{- end }}
+{{- range $v.extraVolumes }}
+{{- if hasKey $volumes .name }}
+{{- fail (printf "extraVolumes: volume name %q is already used by %s" .name (get $volumes .name)) }}
+{{- end }}
+{{- $_ := set $volumes .name "extraVolumes" }}
+{{- end }}
+{{- $mounts := dict "/tmp" true "/var/lib/fastapi-app/metrics" true "/var/run/fastapi-app/files" true }}
+{{- range $v.extraVolumeMounts }}
+{{- if hasKey $mounts .mountPath }}
+{{- fail (printf "extraVolumeMounts: mountPath %q is already used in the app container" .mountPath) }}
+{{- end }}
+{{- $_ := set $mounts .mountPath true }}
+{{- end }}
+{{- $containers := dict "app" "the chart" }}
+{{- range $field := list "initContainers" "sidecars" }}
+{{- range (get $v $field) }}
+{{- $c := ternary (tpl (toString .) $ | fromYaml) . (kindIs "string" .) }}
+{{- if hasKey $containers $c.name }}
+{{- fail (printf "%s: container name %q is already used by %s" $field $c.name (get $containers $c.name)) }}
+{{- end }}
+{{- $_ := set $containers $c.name $field }}
+{{- end }}
+{{- end }}
 {{- if and $v.config.cors.allowCredentials (has "*" $v.config.cors.allowOrigins) }}
 {{- fail "config.cors.allowCredentials=true needs explicit config.cors.allowOrigins, not \"*\" (browsers refuse credentials with a wildcard origin)" }}
 {{- end }}
