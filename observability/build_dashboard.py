@@ -16,6 +16,9 @@ from typing import Any
 
 OUT = Path(__file__).resolve().parents[1] / "helm/fastapi-app/files/grafana-dashboard.json"
 DS = {"type": "prometheus", "uid": "${datasource}"}
+# The chart rewrites `job=~"$job"` into `job="<release job>", namespace="<release namespace>"`
+# and drops the job picker, so each release's dashboard shows that release only (every query
+# must keep this matcher: tests/observability/test_dashboard.py checks it).
 SEL = 'job=~"$job", instance=~"$instance"'
 API = SEL + ', route!~"/livez|/readyz"'  # RED panels leave the probes out
 RATE = "[$__rate_interval]"
