@@ -20,7 +20,15 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 # imports it before ``on_starting``, and a team's label-less prometheus-client metric opens
 # its file at import. (Emptying it of an earlier run's files waits for ``on_starting``: this
 # file is read again on every SIGHUP reload, while workers are writing.)
-os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+try:
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    if not os.access(os.environ["PROMETHEUS_MULTIPROC_DIR"], os.W_OK | os.X_OK):
+        raise PermissionError(13, "not writable")
+except OSError as exc:
+    config_error_exit(
+        f"PROMETHEUS_MULTIPROC_DIR={os.environ['PROMETHEUS_MULTIPROC_DIR']!r}: "
+        f"cannot use it as the metrics directory ({exc.strerror or exc})"
+    )
 
 from app.platform import server_hooks  # noqa: E402  (needs the variable above)
 from app.platform.cpu import resolve_workers  # noqa: E402

@@ -240,14 +240,20 @@ class HttpMetrics:
         """This process's values file, once the first series was laid out (tests)."""
         return self._file.values_path if self._file else None
 
-    def _slots(self, keys: list[bytes]) -> list[int]:
-        """The slots of ``keys`` (see :func:`encode_key`), laid out together if new."""
+    def open(self) -> None:
+        """Create this process's files now rather than with the first series (a worker's
+        ``post_fork`` does, so a directory it cannot write stops the worker at boot)."""
         if not self._opened:
-            self._opened = True
             directory = self._directory or os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
             if directory:
                 self._file = SeriesFile(directory, str(os.getpid()))
                 self._view = self._file.view
+            self._opened = True
+
+    def _slots(self, keys: list[bytes]) -> list[int]:
+        """The slots of ``keys`` (see :func:`encode_key`), laid out together if new."""
+        if not self._opened:
+            self.open()
         file = self._file
         if file is None:
             slots = []

@@ -16,6 +16,7 @@ from typing import Any
 from app.platform import metrics_server, tracing
 from app.platform.cpu import WorkerCount
 from app.platform.logging import get_logger
+from app.platform.metrics import http_metrics
 from app.platform.settings import get_settings
 
 _restarts = metrics_server.RestartCounter()
@@ -64,10 +65,14 @@ def boot_summary(count: WorkerCount) -> None:
 
 def post_fork(server: Any, worker: Any) -> None:
     """Worker, right after the fork: the master's metrics socket is not the worker's to
-    hold, and the span exporter's thread must be born in the process that uses it."""
+    hold, the metric files are the worker's own, and the span exporter's thread must be
+    born in the process that uses it."""
     httpd = getattr(server, "_metrics_httpd", None)
     if httpd is not None:
         httpd.socket.close()
+    # The kit's metric files, named by this worker's pid (an instance the master built
+    # with --preload was reset by the fork); a directory it cannot write fails the boot.
+    http_metrics().open()
     tracing.configure_tracing()
 
 

@@ -45,6 +45,8 @@ def test_preloaded_workers_write_their_own_files(preloaded: GunicornServer) -> N
     assert [e["pid"] for e in imports] == [srv.proc.pid], imports
     workers = set(srv.worker_pids())
     assert len(workers) == 2
+    # Opened by each worker's post_fork, before its first request.
+    assert kit_writers(srv.metrics_dir) == workers, sorted(srv.metrics_dir.iterdir())
     ledger = Ledger()
     drive(srv, ledger, 100, need_pids=workers)
     check_exact(srv, ledger, live=workers)

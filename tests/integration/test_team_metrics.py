@@ -18,12 +18,21 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import require_tool
-from tests.support.server import GunicornServer, metric_value, wait_for
+from tests.support.server import (
+    REPO,
+    VENV_BIN,
+    GunicornServer,
+    clean_env,
+    free_port,
+    metric_value,
+    wait_for,
+)
 
 APP = "tests.integration.teamapp_metrics:app"
 ROUTE = "/team/orders/{kind}"
@@ -138,3 +147,31 @@ def test_team_metrics_and_kit_metrics_stay_exact(team_server: GunicornServer) ->
         ledger.scrape_statuses
     )
     print(f"FIGURE team-metrics: requests={ledger.total} per_pid={dict(ledger.pids)}")
+
+
+def test_a_metrics_directory_it_cannot_use_stops_the_server_before_binding(
+    tmp_path: Path,
+) -> None:
+    """The directory is made (for ``--preload``) when the config loads; a path that cannot
+    be one is refused there with one line naming the variable, before any port is bound."""
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    port = free_port()
+    env = {
+        **clean_env(),
+        "APP_HOST": "127.0.0.1",
+        "APP_PORT": str(port),
+        "APP_METRICS_PORT": str(free_port()),
+        "PROMETHEUS_MULTIPROC_DIR": str(not_a_dir / "metrics"),
+    }
+    result = subprocess.run(
+        [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode == 2, lines
+    assert len(lines) == 1 and "PROMETHEUS_MULTIPROC_DIR=" in lines[0], lines
