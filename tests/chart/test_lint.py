@@ -8,7 +8,7 @@ from tests.chart.conftest import CHART, HELMS, MATRIX, run_helm
 
 
 @pytest.mark.parametrize("helm", HELMS)
-@pytest.mark.parametrize("values", ["default", "all-on", "kind"])
+@pytest.mark.parametrize("values", ["default", "all-on", "kind", "published"])
 def test_lint_strict(helm: str, values: str) -> None:
     args = ["lint", "--strict", str(CHART)]
     for f in MATRIX[values]:
