@@ -22,7 +22,7 @@ DEPLOY = KUBECONFIG=$(CLUSTER_KUBECONFIG) KUBECTL=$$(bash -c '. scripts/cluster/
 
 .PHONY: cluster-build cluster-up cluster-down cluster-deploy cluster-test image-push chart-push
 
-cluster-build: ## Build Kubernetes, etcd, CoreDNS, metrics-server, crictl from Go modules (cached)
+cluster-build: ## Build Kubernetes, etcd, CoreDNS, crictl, pause and metrics-server from Go modules (cached)
 	bash scripts/cluster/build.sh all
 
 cluster-up: ## Start the local single-node cluster (root); prints the kubeconfig path

@@ -101,14 +101,16 @@ build_pause() {
   echo "$sum" >"$stamp"
 }
 
+# cluster: what up.sh needs; all: that and metrics-server (the HPA tests)
 want=${1:-all}
 case "$want" in
-  all|pause) build_pause ;;&
-  all|crictl) build_module crictl "sigs.k8s.io/cri-tools@$CRICTL_VERSION" sigs.k8s.io/cri-tools/cmd/crictl ;;&
-  all|etcd) build_module etcd "go.etcd.io/etcd/server/v3@$ETCD_VERSION" go.etcd.io/etcd/server/v3 ;;&
-  all|kubernetes) build_kubernetes ;;&
-  all|coredns) build_module coredns "github.com/coredns/coredns@$COREDNS_VERSION" github.com/coredns/coredns ;;&
+  all|cluster|pause) build_pause ;;&
+  all|cluster|crictl) build_module crictl "sigs.k8s.io/cri-tools@$CRICTL_VERSION" sigs.k8s.io/cri-tools/cmd/crictl ;;&
+  all|cluster|etcd) build_module etcd "go.etcd.io/etcd/server/v3@$ETCD_VERSION" go.etcd.io/etcd/server/v3 ;;&
+  all|cluster|kubernetes) build_kubernetes ;;&
+  all|cluster|coredns) build_module coredns "github.com/coredns/coredns@$COREDNS_VERSION" github.com/coredns/coredns ;;&
   all|metrics-server) build_module metrics-server "sigs.k8s.io/metrics-server@$METRICS_SERVER_VERSION" sigs.k8s.io/metrics-server/cmd/metrics-server ;;&
-  *) ;;
+  all|cluster|pause|crictl|etcd|kubernetes|coredns|metrics-server) ;;
+  *) echo "usage: $0 [all|cluster|pause|crictl|etcd|kubernetes|coredns|metrics-server]" >&2; exit 2 ;;
 esac
 log "done: $(find "$KIT_BIN" -maxdepth 1 -type f ! -name '*.version' -printf '%f ' | sort)"

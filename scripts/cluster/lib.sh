@@ -112,3 +112,11 @@ kernel.keys.root_maxbytes net.ipv4.conf.all.route_localnet"
 # Host paths the components create outside $CLUSTER_DIR (removed by down.sh when absent before).
 CREATED_PATHS="/run/containerd /run/netns /var/run/netns /var/lib/cni /var/log/containers /var/log/pods
 /var/run/kubernetes /var/lib/kubelet /etc/cni /opt/cni /etc/kubernetes /var/lib/containerd"
+
+# write_if_changed FILE < content: leave FILE alone when it already holds the content (a
+# running kube-proxy exits when its config file changes; containerd watches the CNI dir).
+write_if_changed() {
+  local tmp="$1.new"
+  cat >"$tmp"
+  if [ -f "$1" ] && cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
+}

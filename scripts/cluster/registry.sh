@@ -14,7 +14,7 @@ case "${1:-start}" in
     if registry_up; then log "registry: answering on $REGISTRY_HOST"; exit 0; fi
     command -v docker-registry >/dev/null || die registry "docker-registry not installed (scripts/tools/cluster-tools.sh)"
     mkdir -p "$REGISTRY_DIR" "$RUN_DIR" "$LOG_DIR"
-    cat >"$RUN_DIR/registry.yml" <<YAML
+    write_if_changed "$RUN_DIR/registry.yml" <<YAML
 version: 0.1
 log:
   level: warn

@@ -24,7 +24,7 @@ done
 if [ "${SKIP_BUILD:-0}" = 1 ]; then
   log "SKIP_BUILD=1: using the binaries in $KIT_BIN as they are"
 else
-  bash "$here/build.sh" all
+  bash "$here/build.sh" cluster
 fi
 for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl crictl pause coredns; do
   [ -x "$KIT_BIN/$b" ] || die build "$KIT_BIN/$b missing (scripts/cluster/build.sh)"
@@ -107,13 +107,13 @@ wait_until kube-scheduler 60 "kube-scheduler /healthz on 127.0.0.1:10259" curl -
 # --- containerd: a private instance
 CD=$CLUSTER_DIR/containerd
 mkdir -p "$CD/certs.d/$REGISTRY_HOST" "$CLUSTER_DIR/cni/net.d"
-cat >"$CD/certs.d/$REGISTRY_HOST/hosts.toml" <<TOML
+write_if_changed "$CD/certs.d/$REGISTRY_HOST/hosts.toml" <<TOML
 # The local registry speaks plain HTTP on loopback.
 server = "http://$REGISTRY_HOST"
 [host."http://$REGISTRY_HOST"]
   capabilities = ["pull", "resolve"]
 TOML
-cat >"$CD/config.toml" <<TOML
+write_if_changed "$CD/config.toml" <<TOML
 version = 2
 root = "$CD/root"
 state = "$CD/state"
@@ -155,7 +155,7 @@ start containerd containerd --config "$CD/config.toml"
 wait_until containerd 60 "containerd on $CONTAINERD_SOCK" ctr --address "$CONTAINERD_SOCK" version
 
 # --- CNI: the bridge plugin on our bridge, host-local IPAM with its state in our directory
-cat >"$CLUSTER_DIR/cni/net.d/10-kit.conflist" <<JSON
+write_if_changed "$CLUSTER_DIR/cni/net.d/10-kit.conflist" <<JSON
 {
   "cniVersion": "1.0.0",
   "name": "kit",
@@ -181,7 +181,7 @@ bash "$here/images.sh" pause coredns
 # --- kubelet
 KL=$CLUSTER_DIR/kubelet
 mkdir -p "$KL" "$CLUSTER_DIR/pod-logs"
-cat >"$CLUSTER_DIR/kubelet-config.yaml" <<YAML
+write_if_changed "$CLUSTER_DIR/kubelet-config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $NODE_IP
@@ -222,7 +222,7 @@ wait_until kubelet 60 "node $NODE_NAME registered" kc get node "$NODE_NAME"
 wait_until kubelet 90 "node $NODE_NAME Ready" kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
 
 # --- kube-proxy (iptables); leaves conntrack sysctls and route_localnet alone
-cat >"$CLUSTER_DIR/kube-proxy-config.yaml" <<YAML
+write_if_changed "$CLUSTER_DIR/kube-proxy-config.yaml" <<YAML
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables

@@ -42,20 +42,29 @@ def test_control_plane_components_healthy(cluster: Cluster) -> None:
 
 
 def test_pod_security_admission_enforces_restricted(cluster: Cluster) -> None:
+    """A pod with no securityContext (fine for `baseline`, not for `restricted`) is admitted
+    in `default` and refused by Pod Security admission in a restricted namespace."""
     restricted_namespace(cluster, "pss-check")
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "privileged", "namespace": "pss-check"},
-        "spec": {
-            "containers": [
-                {"name": "c", "image": "busybox", "securityContext": {"privileged": True}}
-            ]
-        },
-    }
-    refused = cluster.kc("apply", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+
+    def pod(namespace: str) -> str:
+        return json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "plain", "namespace": namespace},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            }
+        )
+
+    admitted = cluster.kc("apply", "--dry-run=server", "-f", "-", input=pod("default"))
+    assert "created (server dry run)" in admitted.stdout
+    refused = cluster.kc(
+        "apply", "--dry-run=server", "-f", "-", input=pod("pss-check"), check=False
+    )
     assert refused.returncode != 0
-    assert "violates PodSecurity" in refused.stderr and "restricted" in refused.stderr
+    assert 'violates PodSecurity "restricted:latest"' in refused.stderr, refused.stderr
+    for reason in ("allowPrivilegeEscalation", "runAsNonRoot", "seccompProfile"):
+        assert reason in refused.stderr
     cluster.kc("delete", "namespace", "pss-check", "--wait=false")
 
 
