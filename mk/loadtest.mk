@@ -29,6 +29,7 @@ capacity: install ## Step load against HOST until p99 or failures miss PROFILE's
 rules-test: ## promtool check + unit tests of helm/fastapi-app/files/prometheus-rules.yaml
 	promtool check rules helm/fastapi-app/files/prometheus-rules.yaml
 	promtool test rules observability/tests/*.yaml
+	$(MAKE) chart-rules-test
 
 dashboard: install ## Regenerate helm/fastapi-app/files/grafana-dashboard.json
 	$(VENV)/bin/python observability/build_dashboard.py
