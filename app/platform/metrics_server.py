@@ -101,65 +101,82 @@ def compact_dead_worker(pid: int, path: str) -> None:
             os.remove(keys_path)
 
 
+# A key line, parsed once: (family, part, labels without ``le``, bound, ``le`` text);
+# part is "value" (counter, gauge), "bucket" or "sum"; bound orders the buckets.
+_Parsed = tuple[str, str, tuple[tuple[str, str], ...], float, str]
+
+
 class KitCollector:
     """The kit's families: exact sums over the live workers' files and the archive."""
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._parsed: dict[bytes, tuple[str, str, tuple[tuple[str, str], ...]]] = {}
+        self._parsed: dict[bytes, _Parsed] = {}
 
-    def _parse(self, key: bytes) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    def _parse(self, key: bytes) -> _Parsed:
         parsed = self._parsed.get(key)
         if parsed is None:
             family, sample, labels = json.loads(key)
-            parsed = self._parsed[key] = (family, sample, tuple(labels.items()))
+            le = labels.pop("le", "")
+            if sample.endswith("_bucket"):
+                part = "bucket"
+            elif sample.endswith("_sum") and FAMILIES.get(family, ("",))[0] == "histogram":
+                part = "sum"
+            else:
+                part = "value"
+            bound = float(le) if le else 0.0
+            parsed = self._parsed[key] = (family, part, tuple(labels.items()), bound, le)
         return parsed
 
-    def _sums(self) -> dict[tuple[str, str, tuple[tuple[str, str], ...]], float]:
-        sums: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
+    def _sums(self) -> dict[_Parsed, float]:
+        sums: dict[_Parsed, float] = defaultdict(float)
         pattern = os.path.join(self._path, f"{FILE_PREFIX}*{VALUES_SUFFIX}")
         for values_path in sorted(glob.glob(pattern)):
             keys_path = values_path[: -len(VALUES_SUFFIX)] + KEYS_SUFFIX
+            parse = self._parse
             for key, value in read_series(values_path, keys_path):
-                sums[self._parse(key)] += value
+                sums[parse(key)] += value
         return sums
 
     def collect(self) -> list[Metric]:
         with _files_lock:
             sums = self._sums()
         families: dict[str, Any] = {}
-        # histogram family -> labels without le -> ([(le, count)], sum)
+        # histogram family -> labels -> [[(bound, le, count)...], sum]
         histograms: dict[str, dict[tuple[tuple[str, str], ...], list[Any]]] = defaultdict(dict)
-        for (family, sample, labels), value in sums.items():
-            typ, help_text = FAMILIES.get(family, ("", ""))
-            if typ == "histogram":
-                plain = tuple(item for item in labels if item[0] != "le")
-                entry = histograms[family].setdefault(plain, [[], 0.0])
-                if sample.endswith("_bucket"):
-                    entry[0].append((dict(labels)["le"], value))
-                else:  # _sum
+        for (family, part, labels, bound, le), value in sums.items():
+            if part != "value":
+                entry = histograms[family].get(labels)
+                if entry is None:
+                    entry = histograms[family][labels] = [[], 0.0]
+                if part == "bucket":
+                    entry[0].append((bound, le, value))
+                else:
                     entry[1] += value
                 continue
-            if typ not in ("counter", "gauge"):
-                continue  # a family this version does not know
             metric = families.get(family)
             if metric is None:
+                typ, help_text = FAMILIES.get(family, ("", ""))
+                if typ not in ("counter", "gauge"):
+                    continue  # a family this version does not know
                 cls = CounterMetricFamily if typ == "counter" else GaugeMetricFamily
                 metric = families[family] = cls(
                     family, help_text, labels=[name for name, _ in labels]
                 )
             metric.add_metric([v for _, v in labels], value)
         for family, series in histograms.items():
-            plain_names = [name for name, _ in next(iter(series))]
+            if FAMILIES.get(family, ("",))[0] != "histogram":
+                continue
             metric = families[family] = HistogramMetricFamily(
-                family, FAMILIES[family][1], labels=plain_names
+                family, FAMILIES[family][1], labels=[name for name, _ in next(iter(series))]
             )
-            for plain, (buckets, total) in series.items():
+            for labels, (buckets, total) in series.items():
+                buckets.sort()
                 cumulative, running = [], 0.0
-                for le, count in sorted(buckets, key=lambda b: float(b[0])):
+                for _, le, count in buckets:
                     running += count
                     cumulative.append((le, running))
-                metric.add_metric([v for _, v in plain], cumulative, sum_value=total)
+                metric.add_metric([v for _, v in labels], cumulative, sum_value=total)
         return list(families.values())
 
 
