@@ -241,3 +241,26 @@ def test_linger_stops_discarding_past_its_byte_cap(server: GunicornServer) -> No
     figure("linger_byte_cap", cap=LINGER_MAX_BYTES, sent_before_cut=sent)
     assert LINGER_MAX_BYTES * 0.9 <= sent < LINGER_MAX_BYTES * 4
     assert httpx.get(f"{server.base_url}/api/v1/hello", timeout=5).status_code == 200
+
+
+def test_linger_lasts_while_the_client_keeps_sending(server: GunicornServer) -> None:
+    """A slow uploader past its 413: the server keeps discarding for longer than the idle
+    bound and the keep-alive timeout (5 s each), as long as bytes keep coming, so the
+    client never meets a reset while it is still writing."""
+    head = b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(BIG)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head + BIG[:100_000])
+        start = time.monotonic()
+        sent = 0
+        while time.monotonic() - start < LINGER_IDLE_SECONDS + 3:
+            sock.sendall(BIG[:1000])  # raises on a reset
+            sent += 1
+            time.sleep(0.5)  # the uploader's pace is the behaviour under test
+        sock.shutdown(socket.SHUT_WR)  # done sending: now read the answer
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    figure(
+        "linger_slow_uploader", writes_after_413=sent, seconds=round(time.monotonic() - start, 1)
+    )
+    assert data.startswith(b"HTTP/1.1 413 "), data[:200]
