@@ -78,8 +78,11 @@ def _upgrade_under_load(cluster: Cluster, published: Published, wrk: str, url: s
 def rolling(cluster: Cluster, published: Published):
     restricted_namespace(cluster, NS)
     _helm(cluster, published, "install", "config.shutdownDelaySeconds=5")
-    svc = cluster.json("-n", NS, "get", "service", NAME)
-    yield f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}/api/v1/hello"
+    services = cluster.json("-n", NS, "get", "service", "-l", f"app.kubernetes.io/instance={NAME}")
+    svc, port = next(
+        (s, p["port"]) for s in services["items"] for p in s["spec"]["ports"] if p["name"] == "http"
+    )
+    yield f"http://{svc['spec']['clusterIP']}:{port}/api/v1/hello"
     cluster.helm("uninstall", NAME, "-n", NS, "--wait", check=False)
     cluster.kc("delete", "namespace", NS, "--wait=false", check=False)
 
