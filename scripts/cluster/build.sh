@@ -110,7 +110,8 @@ case "$want" in
   all|cluster|kubernetes) build_kubernetes ;;&
   all|cluster|coredns) build_module coredns "github.com/coredns/coredns@$COREDNS_VERSION" github.com/coredns/coredns ;;&
   all|metrics-server) build_module metrics-server "sigs.k8s.io/metrics-server@$METRICS_SERVER_VERSION" sigs.k8s.io/metrics-server/cmd/metrics-server ;;&
-  all|cluster|pause|crictl|etcd|kubernetes|coredns|metrics-server) ;;
-  *) echo "usage: $0 [all|cluster|pause|crictl|etcd|kubernetes|coredns|metrics-server]" >&2; exit 2 ;;
+  all|prometheus) build_module prometheus "github.com/prometheus/prometheus@$PROMETHEUS_VERSION" github.com/prometheus/prometheus/cmd/prometheus ;;&
+  all|cluster|pause|crictl|etcd|kubernetes|coredns|metrics-server|prometheus) ;;
+  *) echo "usage: $0 [all|cluster|pause|crictl|etcd|kubernetes|coredns|metrics-server|prometheus]" >&2; exit 2 ;;
 esac
 log "done: $(find "$KIT_BIN" -maxdepth 1 -type f ! -name '*.version' -printf '%f ' | sort)"
