@@ -30,7 +30,7 @@ FENCED = {
     "uvicorn": "app/platform/protocol.py, app/platform/worker.py, app/platform/middleware.py",
     "uvicorn-worker": "app/platform/worker.py (UvicornWorker._serve)",
     "gunicorn": "app/platform/worker.py, app/platform/metrics_server.py, server_hooks.py",
-    "prometheus-client": "app/platform/metrics_server.py",
+    "prometheus-client": "app/platform/metrics_server.py (MultiProcessCollector globs only *.db)",
     "opentelemetry-sdk": "app/platform/tracing.py (ServerSpan, sampling plan)",
     "opentelemetry-exporter-otlp-proto-http": "app/platform/otlp_exporter.py",
 }
@@ -199,3 +199,56 @@ def test_otlp_http_exporter_internals() -> None:
         )
     finally:
         exporter.shutdown()
+
+
+def test_uvicorn_httptools_protocol_and_cycle_internals() -> None:
+    """protocol.py subclasses HttpToolsProtocol and RequestResponseCycle (rebinding the
+    module's RequestResponseCycle name); middleware.py reads the cycle's ``disconnected``."""
+    from uvicorn.protocols.http import httptools_impl
+    from uvicorn.protocols.http.flow_control import FlowControl
+    from uvicorn.server import Server
+
+    proto = httptools_impl.HttpToolsProtocol
+    need(
+        "uvicorn",
+        proto,
+        "connection_made",
+        "data_received",
+        "on_url",
+        "on_header",
+        "on_headers_complete",
+        "on_message_complete",
+        "pause_writing",
+        "resume_writing",
+        "send_400_response",
+        "_unset_keepalive_if_required",
+        "on_response_complete",
+    )
+    assert "RequestResponseCycle(" in inspect.getsource(proto.on_headers_complete), _fail(
+        "uvicorn", "on_headers_complete no longer builds its cycle from the module's name"
+    )
+    cycle = httptools_impl.RequestResponseCycle
+    need("uvicorn", cycle, "send", "receive", "run_asgi")
+    init = inspect.getsource(cycle.__init__)
+    for attr in (
+        "self.transport",
+        "self.keep_alive",
+        "self.more_body",
+        "self.response_started",
+        "self.response_complete",
+        "self.disconnected",
+        "self.message_event",
+        "self.on_response",
+    ):
+        assert attr in init, _fail("uvicorn", f"RequestResponseCycle sets no {attr}")
+    send = inspect.getsource(cycle.send)
+    for piece in ("if not self.keep_alive", "self.transport.close()", "if self.disconnected"):
+        assert piece in send, _fail("uvicorn", f"RequestResponseCycle.send has no {piece!r}")
+    need("uvicorn", FlowControl, "resume_reading")
+    assert "self.read_paused" in inspect.getsource(FlowControl.__init__), _fail(
+        "uvicorn", "FlowControl has no read_paused"
+    )
+    need("uvicorn", Server, "handle_exit", "shutdown", "on_tick")
+    source = inspect.getsource(Server)
+    for attr in ("self.servers", "self.server_state", "self.should_exit", "self.started"):
+        assert attr in source, _fail("uvicorn", f"Server has no {attr}")
