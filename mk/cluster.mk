@@ -7,6 +7,7 @@
 #                                        the registry on 127.0.0.1:15000; prints the kubeconfig
 #   make cluster-deploy                  image -> registry, chart -> oci://, install, helm test,
 #                                        port-forward + Locust smoke (scripts/cluster/deploy.sh)
+#   make cluster-metrics-server          metrics-server (kubectl top, HPA) on the running cluster
 #   make cluster-down                    leaves no process, mount, netns, bridge, iptables rule
 #   make image-push REGISTRY=r.example.com/team TAG=1.2.3    push IMAGE as REGISTRY/fastapi-app:TAG
 #   make chart-push REGISTRY=r.example.com/team TAG=1.2.3    helm push to oci://REGISTRY/charts
@@ -20,7 +21,8 @@ HELM ?= $(TOOLS)/bin/helm4
 DEPLOY = KUBECONFIG=$(CLUSTER_KUBECONFIG) KUBECTL=$$(bash -c '. scripts/cluster/versions.sh; echo $$KIT_BIN/kubectl') \
 	HELM=$(HELM) TARGET=local DRY_RUN=$(DRY_RUN) bash scripts/cluster/deploy.sh
 
-.PHONY: cluster-build cluster-up cluster-down cluster-deploy cluster-test image-push chart-push
+.PHONY: cluster-build cluster-up cluster-down cluster-deploy cluster-metrics-server cluster-test \
+        image-push chart-push
 
 cluster-build: ## Build Kubernetes, etcd, CoreDNS, crictl, pause and metrics-server from Go modules (cached)
 	bash scripts/cluster/build.sh all
@@ -38,6 +40,9 @@ cluster-deploy: ## Build + push the image and chart to the local registry, insta
 	  $(DEPLOY) image push chart-push
 	CHART=oci://$(LOCAL_REGISTRY)/charts/fastapi-app REGISTRY=$(LOCAL_REGISTRY) TAG=$(TAG) \
 	  VALUES=scripts/cluster/values-local.yaml $(DEPLOY) namespace install wait test loadtest
+
+cluster-metrics-server: ## Add metrics-server to the running cluster (kubectl top, the chart's HPA)
+	bash scripts/cluster/addons.sh metrics-server
 
 cluster-test: ## Run only the cluster suite (brings the cluster up and down; KEEP_CLUSTER=1 keeps it)
 	$(VENV)/bin/pytest tests/cluster -s
