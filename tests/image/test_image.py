@@ -419,5 +419,5 @@ def test_runs_on_a_read_only_root_with_only_the_documented_writable_paths(
     for pid in workers:
         targets = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
         assert any("/tmp/wgunicorn-" in t for t in targets), targets
-    db_files = list(service.host_metrics.glob("*.db"))
+    db_files = list(service.host_metrics.glob("kit_http_*"))
     assert db_files and all(p.stat().st_uid == UID for p in db_files)

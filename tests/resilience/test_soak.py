@@ -2,9 +2,9 @@
 
 Two workers with ``APP_MAX_REQUESTS=20`` and ``APP_MAX_REQUESTS_JITTER=5`` are driven until the
 master has replaced workers at least 100 times. How the metrics stay bounded: the master's
-``child_exit`` hook folds each dead worker's counter and histogram files into one
-``counter_archive.db`` / ``histogram_archive.db`` and deletes them, and drops its live
-gauges (``mark_process_dead``), so a scrape reads a number of files bounded by the live
+``child_exit`` hook folds each dead worker's counters and histograms into one archive pair
+(``kit_http_archive.vals`` / ``.keys``), deletes the worker's ``kit_http_<pid>.*`` files and
+its live gauges with them, so a scrape reads a number of files bounded by the live
 workers, not by the restarts. The test checks exactly that, plus: the scrape time after 100
 restarts stays within a small factor of the early one (medians of several scrapes), the
 request total survives every restart exactly, and the resident memory of the master and of
@@ -28,7 +28,7 @@ from tests.support.server import GunicornServer, metric_value, running_server
 TARGET_RESTARTS = 100
 DRIVERS = 3
 SOAK_TIMEOUT = 180
-LIVE_KINDS = {"counter", "histogram", "gauge_livesum"}  # per live worker, one file each
+LIVE_KINDS = {"kit_http"}  # per live worker, one values file each
 
 
 def _scrape_ms(srv: GunicornServer, samples: int = 9) -> float:
@@ -49,10 +49,12 @@ def _rss_kib(pid: int) -> int:
 
 
 def _files(path: Path) -> Counter[str]:
-    """``*.db`` files in the metrics directory, by kind (``counter``, ``gauge_livesum``...)."""
+    """Metric files by kind: the kit's per-worker values files, its archive, any ``*.db``."""
     kinds: Counter[str] = Counter()
+    for f in path.glob("kit_http_*.vals"):
+        kinds["kit_http_archive" if f.stem == "kit_http_archive" else "kit_http"] += 1
     for f in path.glob("*.db"):
-        kinds[f.stem.rsplit("_", 1)[0] + ("_archive" if f.stem.endswith("_archive") else "")] += 1
+        kinds[f.stem.rsplit("_", 1)[0]] += 1
     return kinds
 
 
@@ -159,9 +161,9 @@ def test_soak_with_worker_recycling() -> None:
     # Each recycled worker can cut at most the connections it had accepted (one per driver);
     # that it cuts any at all is the bug test_worker_recycling_loses_no_request shows.
     assert errors <= DRIVERS * restarts, f"{errors} failed requests out of {ok + errors}"
-    # Bounded files: at most one per kind per live worker, plus the two archives.
-    assert late_files["counter_archive"] == 1 and late_files["histogram_archive"] == 1
-    assert set(late_files) <= LIVE_KINDS | {"counter_archive", "histogram_archive"}, late_files
+    # Bounded files: at most one per kind per live worker, plus the archive.
+    assert late_files["kit_http_archive"] == 1
+    assert set(late_files) <= LIVE_KINDS | {"kit_http_archive"}, late_files
     assert all(late_files[kind] <= 2 for kind in LIVE_KINDS), late_files  # 2 live workers
     # Scrape time stays flat: within 3x of the early median (or +20 ms on a noisy box).
     assert late_scrape_ms <= max(3 * early_scrape_ms, early_scrape_ms + 20)
