@@ -294,5 +294,3 @@ def test_activate_makes_the_context_the_api_would(case: str, parent: Context | N
         assert trace.get_current_span() is trace.INVALID_SPAN
     finally:
         otel_context.detach(outer)
-
-
