@@ -181,6 +181,17 @@ class Cluster:
         return self.json("-n", namespace, "get", "pods", "-l", selector)["items"]
 
 
+CLUSTER_PATHS = (
+    str(CLUSTER_DIR),
+    "/run/netns",
+    "/var/run/netns",
+    "/run/containerd",
+    "/var/lib/kubelet",
+    "/var/lib/cni",
+    "/sys/fs/cgroup",
+)
+
+
 def host_snapshot() -> dict[str, object]:
     """What down.sh must give back: iptables rules, mounts, netns, links, sysctls."""
 
@@ -205,15 +216,14 @@ def host_snapshot() -> dict[str, object]:
         "net.ipv4.conf.all.route_localnet",
     ):
         sysctls[name] = Path("/proc/sys", name.replace(".", "/")).read_text().strip()
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    links = re.findall(r"^\d+: ([^:@]+)", "\n".join(lines(["ip", "-o", "link"])), re.M)
     return {
         "iptables": [r for r in rules if not r.startswith(":") or "KUBE" in r or "CNI" in r],
-        "mounts": sorted(
-            line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
-        ),
+        # only what the cluster could have made (other processes on the machine may mount)
+        "mounts": sorted(m for m in mounts if m.startswith(CLUSTER_PATHS)),
         "netns": sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else [],
-        "links": sorted(
-            re.findall(r"^\d+: ([^:@]+)", "\n".join(lines(["ip", "-o", "link"])), re.M)
-        ),
+        "links": sorted(name for name in links if name.startswith(("kit", "veth", "cni"))),
         "sysctls": sysctls,
     }
 
