@@ -120,7 +120,8 @@ def test_prometheus_is_optional() -> None:
 
 def test_podman_loads_an_archive() -> None:
     cmds = _dry_run("deploy", CONTAINER_ENGINE="podman")
-    save = _index(cmds, "podman", "save")
+    # the storage scripts/image.sh builds into (buildah, vfs) is the one podman saves from
+    save = _index(cmds, "podman", "--storage-driver", "vfs", "save")
     load = _index(cmds, "kind", "load", "image-archive")
     assert save < load
     assert cmds[save][-1] == "localhost/fastapi-app:dev"
