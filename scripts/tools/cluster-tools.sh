@@ -19,6 +19,7 @@ declare -A want=(
   [docker-registry]=docker-registry
   [buildah]=buildah
   [openssl]=openssl
+  [curl]=curl
 )
 have() { if [[ $1 == /* ]]; then [ -x "$1" ]; else command -v "$1" >/dev/null 2>&1; fi; }
 need=()
