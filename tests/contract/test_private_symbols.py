@@ -242,7 +242,7 @@ def test_uvicorn_httptools_protocol_and_cycle_internals() -> None:
     ):
         assert attr in init, _fail("uvicorn", f"RequestResponseCycle sets no {attr}")
     send = inspect.getsource(cycle.send)
-    for piece in ("if not self.keep_alive", "self.transport.close()", "if self.disconnected"):
+    for piece in ("self.keep_alive", "self.transport.close()", "if self.disconnected"):
         assert piece in send, _fail("uvicorn", f"RequestResponseCycle.send has no {piece!r}")
     need("uvicorn", FlowControl, "resume_reading")
     assert "self.read_paused" in inspect.getsource(FlowControl.__init__), _fail(

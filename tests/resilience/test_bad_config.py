@@ -45,6 +45,16 @@ INVALID: dict[str, list[str]] = {
     "max_requests": ["-1", "many"],
     "max_requests_jitter": ["-1", "x"],
     "forwarded_allow_ips": ["not-an-ip", "10.0.0.0/33"],
+    "body_timeout_seconds": ["0", "-1", "601", "soon"],
+    "ws_ping_interval_seconds": ["-1", "3601", "often"],
+    "ws_ping_timeout_seconds": ["0", "3601", "soon"],
+    "ws_idle_timeout_seconds": ["0", "86401", "never"],
+    "cors_allow_origins": ["ftp://x.example", "https://x.example/path", "not an origin"],
+    "cors_allow_methods": ["FETCH", "GET,BREW"],
+    "cors_allow_headers": [],
+    "cors_expose_headers": [],
+    "cors_allow_credentials": ["maybe"],
+    "cors_max_age_seconds": ["-1", "86401", "long"],
 }
 
 
