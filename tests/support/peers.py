@@ -12,9 +12,9 @@ import socket
 import subprocess
 import tempfile
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.loopback import QuietHandler, serve_in_thread
 from tests.support.server import free_port, terminate, wait_for
 
 
@@ -73,23 +73,14 @@ class UpstreamServer:
     def start(self) -> UpstreamServer:
         upstream = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 with upstream._lock:
                     upstream.requests.append({"path": self.path, **dict(self.headers)})
-                body = b'{"ok": true}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply("application/json", b'{"ok": true}')
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = serve_in_thread(Handler)
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
     @property
