@@ -42,6 +42,12 @@ if [ -z "$uv" ]; then
   log "uv not found (make install puts it in .tools/bin): cannot write the SBOM"
   exit 1
 fi
+# The same guard as the Dockerfile's, before the SBOM needs the lock file: one line naming
+# the fix rather than uv's own message.
+if [ ! -f "$CONTEXT/uv.lock" ]; then
+  echo "ERROR: uv.lock is missing from the build context: run 'uv lock' and commit uv.lock"
+  exit 1
+fi
 mkdir -p "$SBOM_DIR"
 (cd "$CONTEXT" && "$uv" export --format cyclonedx1.5 --preview-features sbom-export \
   --no-dev --frozen --quiet) >"$sbom.tmp"
