@@ -14,8 +14,9 @@ the sample API's routers. The extension points a team uses (README, "Extending t
   (they see every request, probes included, and the platform's own answers); middleware a
   team adds with ``app.api.add_middleware`` runs inside it, after routing labels and
   admission;
-- CORS from ``APP_CORS_*``: Starlette's ``CORSMiddleware``, outermost, so the platform's
-  own 503/413/500 answers carry the headers the policy grants.
+- CORS from ``APP_CORS_*`` (``cors.py``): Starlette's ``CORSMiddleware``, outermost, so
+  the platform's own 503/413/500 answers carry the headers the policy grants (and the
+  protocol's 431/408 the same ones).
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.platform import lifecycle, tracing
+from app.platform.cors import cors_middleware
 from app.platform.errors import install_error_handlers, unhandled
 from app.platform.health import Check, Probes, ReadinessRegistry
 from app.platform.logging import access_log, configure_logging, get_logger
@@ -165,7 +166,7 @@ def create_app(
     for router in routers:
         api.include_router(router)
 
-    outer = [*_cors_middleware(settings), *middleware]
+    outer = [*cors_middleware(settings), *middleware]
     routes = RouteResolver(lambda: api.routes)  # built on the first request
     metrics = http_metrics()
     app = (OuterStack if outer else PlatformApp)(
@@ -194,20 +195,3 @@ def create_app(
             entry = cls(entry, *args, **kwargs)
         app.entry = entry
     return app
-
-
-def _cors_middleware(settings: Settings) -> list[Middleware]:
-    """Starlette's CORSMiddleware from ``APP_CORS_*``; none while no origin is allowed."""
-    if not settings.cors_enabled:
-        return []
-    return [
-        Middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_allow_origins,
-            allow_methods=settings.cors_allow_methods,
-            allow_headers=settings.cors_allow_headers,
-            expose_headers=settings.cors_expose_headers,
-            allow_credentials=settings.cors_allow_credentials,
-            max_age=settings.cors_max_age_seconds,
-        )
-    ]

@@ -65,6 +65,7 @@ false; ``FlowControl.read_paused`` / ``resume_reading``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -163,6 +164,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     max_head_bytes = 32 * 1024
     head_timeout = 10.0
     body_timeout = 10.0
+    # CORS headers for the answers written here (431, 408); None while CORS is off.
+    cors: Callable[[bytes | None], bytes] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -178,6 +181,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._linger_until: float | None = None  # set while lingering
         self._linger_last = 0.0
         self._linger_left = 0
+        self._origin: bytes | None = None  # the pending head's Origin, kept while CORS is on
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -210,6 +214,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count(len(name) + len(value) + 4)
+        if self.cors is not None and name.lower() == b"origin":
+            self._origin = value
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -226,6 +232,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_body = False
         self._body_since = None
         self._raw_head = self._head = 0
+        self._origin = None
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -364,8 +371,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _close_with(self, status_line: bytes, body: bytes, linger: float) -> None:
         if not self.transport.is_closing():
+            cors = self.cors(self._origin) if self.cors is not None else b""
             self.transport.write(
                 status_line
+                + cors
                 + b"content-type: "
                 + PROBLEM_JSON.encode()
                 + b"\r\n"

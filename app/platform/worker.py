@@ -31,6 +31,7 @@ from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker as _BaseUvicornWorker
 
 from app.platform import lifecycle
+from app.platform.cors import RawCorsHeaders
 from app.platform.protocol import LimitedHttpToolsProtocol
 from app.platform.settings import get_settings
 
@@ -93,6 +94,7 @@ class UvicornWorker(_BaseUvicornWorker):
         LimitedHttpToolsProtocol.max_head_bytes = settings.max_header_bytes
         LimitedHttpToolsProtocol.head_timeout = settings.header_timeout_seconds
         LimitedHttpToolsProtocol.body_timeout = settings.body_timeout_seconds
+        LimitedHttpToolsProtocol.cors = RawCorsHeaders(settings) if settings.cors_enabled else None
         self.CONFIG_KWARGS = {
             **_BaseUvicornWorker.CONFIG_KWARGS,
             "http": LimitedHttpToolsProtocol,

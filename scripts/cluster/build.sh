@@ -81,10 +81,53 @@ build_module() {
       go mod tidy >/dev/null 2>&1 || go mod tidy
     fi
     log "$name ${modver##*@}: building"
-    go build -trimpath -ldflags "-s -w ${4:-}" -o "$KIT_BIN/$name.tmp" "$pkg"
+    go build -trimpath -ldflags "-s -w" -o "$KIT_BIN/$name.tmp" "$pkg"
     mv "$KIT_BIN/$name.tmp" "$KIT_BIN/$name"
     echo "$modver" >"$stamp"
   )
+}
+
+# build_plugins_only NAME MODULE@VERSION PACKAGE_DIR FILE FUNCTION: build PACKAGE_DIR of a
+# copy of the module (its own go.mod and go.sum) in which FILE, the generated file that
+# registers every plugin, is replaced by what FUNCTION prints: the plugins the cluster uses.
+# Prometheus and CoreDNS each register theirs this way; leaving the cloud SDKs (AWS, Azure,
+# GCE, ...) out of the build is most of their cold build time. The module cache is not
+# edited (Go refuses overlays there); the stamp holds the plugin list, so a change rebuilds.
+build_plugins_only() {
+  local name=$1 modver=$2 pkgdir=$3 file=$4 fn=$5 stamp="$KIT_BIN/$1.version" key
+  key="$modver plugins:$("$fn" | sha256sum | cut -c1-12)"
+  if [ -x "$KIT_BIN/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$key" ]; then
+    log "$name ${modver##*@}: cached"
+    return
+  fi
+  local src="$KIT_CACHE/src/$name-${modver##*@}-plugins" dir
+  dir=$(go mod download -json "$modver" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -d "$dir" ] || { log "$name: go mod download $modver failed"; return 1; }
+  rm -rf "$src"
+  cp -r "$dir" "$src"
+  chmod -R u+w "$src"
+  "$fn" >"$src/$file"
+  log "$name ${modver##*@}: building (only the plugins the cluster uses)"
+  (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$KIT_BIN/$name.tmp" "./$pkgdir")
+  mv "$KIT_BIN/$name.tmp" "$KIT_BIN/$name"
+  echo "$key" >"$stamp"
+}
+
+# Prometheus registers every service discovery (AWS, Azure, GCE, ...) in plugins/plugins.go;
+# the tests use kubernetes_sd_configs and static targets only.
+prometheus_plugins() {
+  printf 'package plugins\n\nimport _ "github.com/prometheus/prometheus/discovery/kubernetes"\n'
+}
+
+# CoreDNS registers every plugin (route53, azure, clouddns, etcd, ...) in core/plugin/zplugin.go;
+# the cluster's Corefile (manifests/coredns.yaml) uses these.
+coredns_plugins() {
+  printf 'package plugin\n\nimport (\n'
+  local p
+  for p in errors health ready kubernetes cache loadbalance; do
+    printf '\t_ "github.com/coredns/coredns/plugin/%s"\n' "$p"
+  done
+  printf ')\n'
 }
 
 # The sandbox's pause process (scripts/cluster/pause, no dependencies).
@@ -108,9 +151,9 @@ case "$want" in
   all|cluster|crictl) build_module crictl "sigs.k8s.io/cri-tools@$CRICTL_VERSION" sigs.k8s.io/cri-tools/cmd/crictl ;;&
   all|cluster|etcd) build_module etcd "go.etcd.io/etcd/server/v3@$ETCD_VERSION" go.etcd.io/etcd/server/v3 ;;&
   all|cluster|kubernetes) build_kubernetes ;;&
-  all|cluster|coredns) build_module coredns "github.com/coredns/coredns@$COREDNS_VERSION" github.com/coredns/coredns ;;&
+  all|cluster|coredns) build_plugins_only coredns "github.com/coredns/coredns@$COREDNS_VERSION" . core/plugin/zplugin.go coredns_plugins ;;&
   all|metrics-server) build_module metrics-server "sigs.k8s.io/metrics-server@$METRICS_SERVER_VERSION" sigs.k8s.io/metrics-server/cmd/metrics-server ;;&
-  all|prometheus) build_module prometheus "github.com/prometheus/prometheus@$PROMETHEUS_VERSION" github.com/prometheus/prometheus/cmd/prometheus ;;&
+  all|prometheus) build_plugins_only prometheus "github.com/prometheus/prometheus@$PROMETHEUS_VERSION" cmd/prometheus plugins/plugins.go prometheus_plugins ;;&
   all|cluster|pause|crictl|etcd|kubernetes|coredns|metrics-server|prometheus) ;;
   *) echo "usage: $0 [all|cluster|pause|crictl|etcd|kubernetes|coredns|metrics-server|prometheus]" >&2; exit 2 ;;
 esac

@@ -9,6 +9,7 @@ the workers export. Each test asserts what a team would check after forking the 
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -216,10 +217,42 @@ def test_cors_headers_on_the_apps_and_the_platforms_own_answers(team: GunicornSe
         assert "access-control-allow-origin" not in other.headers
 
 
-def test_cors_on_the_platforms_503_when_shedding(
+def raw_exchange(srv: GunicornServer, head: bytes) -> bytes:
+    """Send ``head`` on a fresh connection; return everything until the server closes."""
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+        sock.sendall(head)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def cors_origin(response: bytes) -> str | None:
+    head = response.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
+    for line in head.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name == "access-control-allow-origin":
+            return value.strip()
+    return None
+
+
+def test_cors_on_the_protocols_own_431(team: GunicornServer) -> None:
+    """The 431 for an oversized head never reaches the app: the protocol writes it, with the
+    CORS headers of the request's Origin (a browser would otherwise see a network error)."""
+    huge = b"x-big: " + b"a" * 40_000 + b"\r\n"
+    for origin, granted in ((ORIGIN, ORIGIN), ("https://evil.example", None)):
+        head = f"GET /team/v1/users/1 HTTP/1.1\r\nHost: t\r\nOrigin: {origin}\r\n".encode()
+        response = raw_exchange(team, head + huge + b"\r\n")
+        assert response.startswith(b"HTTP/1.1 431 "), response[:200]
+        assert cors_origin(response) == (granted and granted.lower()), response[:400]
+
+
+def test_cors_on_the_platforms_503_and_the_protocols_408(
     redis_server: RedisServer, upstream: UpstreamServer
 ) -> None:
-    env = team_env(redis_server, upstream, APP_MAX_CONCURRENT_REQUESTS="1")
+    env = team_env(
+        redis_server, upstream, APP_MAX_CONCURRENT_REQUESTS="1", APP_HEADER_TIMEOUT_SECONDS="1"
+    )
     srv = GunicornServer(env, workers=1, app=APP).start(timeout=90)
     try:
         slow = threading.Thread(
@@ -232,6 +265,12 @@ def test_cors_on_the_platforms_503_when_shedding(
         assert shed.status_code == 503
         assert shed.headers["retry-after"] == "1"
         assert shed.headers["access-control-allow-origin"] == ORIGIN
+        # A head that never completes: the protocol's 408 after APP_HEADER_TIMEOUT_SECONDS.
+        # (the parser reports a header once the next line starts: "X-More" follows Origin)
+        unfinished = f"GET /team/v1/users/1 HTTP/1.1\r\nOrigin: {ORIGIN}\r\nX-More: ".encode()
+        partial = raw_exchange(srv, unfinished)
+        assert partial.startswith(b"HTTP/1.1 408 "), partial[:200]
+        assert cors_origin(partial) == ORIGIN, partial[:400]
     finally:
         srv.stop()
         srv.close()
