@@ -15,6 +15,7 @@ run: install
 
 ## test: install everything, then run every check (lint, unit, integration, chart, image...)
 test: tools lint
+	@bash scripts/cluster/prebuild.sh
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 install:
