@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.server import GunicornServer, running_server
+from tests.support.server import SAMPLE_APP, GunicornServer, running_server
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -26,8 +26,17 @@ def require_tool(name: str, install_hint: str) -> str:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[GunicornServer]:
-    """A two-worker service with default production settings (drain delay 0 for speed)."""
+    """A two-worker service with default production settings (drain delay 0 for speed),
+    serving the team's app: the platform's tests do not depend on the sample API. The sample
+    API's suites (tests/loadtest, tests/observability) override it with ``sample_server``."""
     with running_server(workers=2) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def sample_server() -> Iterator[GunicornServer]:
+    """The same service serving the sample API (``app.main:app``)."""
+    with running_server(workers=2, app=SAMPLE_APP) as srv:
         yield srv
 
 

@@ -23,7 +23,7 @@ from tests.support.server import GunicornServer, running_server, wait_for
 
 TIMEOUT = 1.0
 SWEEP = 1.0  # the worker checks its connections once a second
-HEAD = b"GET /api/v1/hello HTTP/1.1\r\nHost: t\r\n"
+HEAD = b"GET /team/v1/hello HTTP/1.1\r\nHost: t\r\n"
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ ECHO_BODY = json.dumps({"message": "trickled"}).encode()
 
 def echo_head(length: int, request_id: str) -> bytes:
     return (
-        b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"POST /team/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
         b"X-Request-ID: %s\r\nContent-Length: %d\r\n\r\n" % (request_id.encode(), length)
     )
 

@@ -26,19 +26,19 @@ def fresh_get(url: str, **kw: object) -> httpx.Response:
 
 def test_exact_totals_across_workers(server: GunicornServer) -> None:
     before = metric_value(
-        server.scrape(), "http_requests_total", {"route": "/api/v1/hello", "status": "200"}
+        server.scrape(), "http_requests_total", {"route": "/team/v1/hello", "status": "200"}
     )
     n = 120
     for i in range(n):
-        assert fresh_get(f"{server.base_url}/api/v1/hello", params={"name": f"n{i}"}).is_success
+        assert fresh_get(f"{server.base_url}/team/v1/hello", params={"name": f"n{i}"}).is_success
     for _ in range(7):
         assert fresh_get(f"{server.base_url}/no/such/{_}").status_code == 404
     text = server.scrape()
-    labels = {"method": "GET", "route": "/api/v1/hello", "status": "200"}
+    labels = {"method": "GET", "route": "/team/v1/hello", "status": "200"}
     assert metric_value(text, "http_requests_total", labels) - before == n
     assert metric_value(text, "http_requests_total", {"route": "unmatched", "status": "404"}) == 7
     assert "/no/such" not in text  # raw paths never become labels
-    hello = {"route": "/api/v1/hello"}
+    hello = {"route": "/team/v1/hello"}
     count = metric_value(text, "http_request_duration_seconds_count", hello)
     assert count >= n
     # A complete histogram: every bucket, cumulative, +Inf equal to the count.
@@ -46,7 +46,7 @@ def test_exact_totals_across_workers(server: GunicornServer) -> None:
         line
         for line in text.splitlines()
         if line.startswith("http_request_duration_seconds_bucket{")
-        and 'route="/api/v1/hello"' in line
+        and 'route="/team/v1/hello"' in line
         and 'method="GET"' in line
     ]
     assert len(bucket_lines) == len(LATENCY_BUCKETS) + 1
@@ -65,7 +65,7 @@ def test_exact_totals_across_workers(server: GunicornServer) -> None:
 
 def test_exposition_passes_promtool(server: GunicornServer) -> None:
     promtool = require_tool("promtool", "apt-get install prometheus (or: make tools)")
-    fresh_get(f"{server.base_url}/api/v1/hello")
+    fresh_get(f"{server.base_url}/team/v1/hello")
     result = subprocess.run(
         [promtool, "check", "metrics"], input=server.scrape(), capture_output=True, text=True
     )
@@ -82,7 +82,7 @@ def test_metrics_port_serves_only_metrics(server: GunicornServer) -> None:
 
 
 def test_no_server_header_and_security_headers(server: GunicornServer) -> None:
-    response = fresh_get(f"{server.base_url}/api/v1/hello")
+    response = fresh_get(f"{server.base_url}/team/v1/hello")
     assert "server" not in response.headers
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["x-frame-options"] == "DENY"
@@ -91,7 +91,7 @@ def test_no_server_header_and_security_headers(server: GunicornServer) -> None:
 
 def test_every_line_is_json_with_one_access_line_per_request(server: GunicornServer) -> None:
     rid = "integration-log-check"
-    fresh_get(f"{server.base_url}/api/v1/hello", headers={"X-Request-ID": rid})
+    fresh_get(f"{server.base_url}/team/v1/hello", headers={"X-Request-ID": rid})
     fresh_get(f"{server.base_url}/livez")
     fresh_get(f"{server.base_url}/readyz")
 
@@ -99,8 +99,8 @@ def test_every_line_is_json_with_one_access_line_per_request(server: GunicornSer
         return [e for e in server.access_logs() if e.get("request_id") == rid]
 
     (line,) = wait_for(mine, timeout=5)
-    assert line["method"] == "GET" and line["path"] == "/api/v1/hello"
-    assert line["route"] == "/api/v1/hello" and line["status"] == 200
+    assert line["method"] == "GET" and line["path"] == "/team/v1/hello"
+    assert line["route"] == "/team/v1/hello" and line["status"] == 200
     assert line["client_ip"] == "127.0.0.1" and isinstance(line["duration_ms"], float)
     for raw in server.lines():
         event = json.loads(raw)  # every line, gunicorn's own included
@@ -118,7 +118,7 @@ def test_chunked_body_over_limit_gets_413(server: GunicornServer) -> None:
     chunk = b"x" * 65536
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
         s.sendall(
-            b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"POST /team/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"
         )
         try:

@@ -23,13 +23,13 @@ def connect_refused(port: int) -> bool:
 
 
 def start_in_flight(srv: GunicornServer, ms: int) -> tuple[dict[str, object], threading.Thread]:
-    """Start ``GET /api/v1/wait?ms=...`` in a thread; return once the server counts it in
+    """Start ``GET /team/v1/wait?ms=...`` in a thread; return once the server counts it in
     progress. The dict receives ``status`` (or ``error``) and ``done_at``."""
     outcome: dict[str, object] = {}
 
     def request() -> None:
         try:
-            r = httpx.get(f"{srv.base_url}/api/v1/wait", params={"ms": ms}, timeout=20)
+            r = httpx.get(f"{srv.base_url}/team/v1/wait", params={"ms": ms}, timeout=20)
             outcome["status"] = r.status_code
         except httpx.HTTPError as exc:
             outcome["error"] = repr(exc)
@@ -37,7 +37,7 @@ def start_in_flight(srv: GunicornServer, ms: int) -> tuple[dict[str, object], th
 
     thread = threading.Thread(target=request)
     thread.start()
-    route = {"route": "/api/v1/wait"}
+    route = {"route": "/team/v1/wait"}
     wait_for(lambda: metric_value(srv.scrape(), "http_requests_in_progress", route) >= 1)
     return outcome, thread
 
@@ -60,7 +60,7 @@ def test_sigterm_drains_then_finishes_in_flight_and_exits_zero() -> None:
         served = 0
         while time.monotonic() - t0 < DELAY * 0.75:
             with httpx.Client(headers={"Connection": "close"}, timeout=2) as c:
-                assert c.get(f"{srv.base_url}/api/v1/hello").status_code == 200
+                assert c.get(f"{srv.base_url}/team/v1/hello").status_code == 200
             served += 1
 
         wait_for(lambda: connect_refused(srv.port), timeout=DELAY + 5, interval=0.05)

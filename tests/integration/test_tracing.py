@@ -36,16 +36,16 @@ def test_spans_from_every_worker_with_semantic_attributes(receiver: OtlpReceiver
         n = 40
         for i in range(n):
             with httpx.Client(headers={"Connection": "close"}) as c:
-                c.get(f"{srv.base_url}/api/v1/hello", params={"name": f"w{i}"})
+                c.get(f"{srv.base_url}/team/v1/hello", params={"name": f"w{i}"})
                 c.get(f"{srv.base_url}/livez")
                 c.get(f"{srv.base_url}/readyz")
         traceparent = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
         continued = httpx.get(
-            f"{srv.base_url}/api/v1/echo-nope", headers={"traceparent": traceparent}
+            f"{srv.base_url}/team/v1/echo-nope", headers={"traceparent": traceparent}
         )
         assert continued.status_code == 404
         httpx.post(
-            f"{srv.base_url}/api/v1/echo",
+            f"{srv.base_url}/team/v1/echo",
             json={"message": "hi"},
             headers={"traceparent": traceparent, "X-Request-ID": "traced-1"},
         )
@@ -53,19 +53,19 @@ def test_spans_from_every_worker_with_semantic_attributes(receiver: OtlpReceiver
         access = [e for e in srv.access_logs() if e.get("request_id") == "traced-1"]
     assert code == 0
     spans = [s for s in receiver.snapshot() if s.resource.get("service.name") == "kit-under-test"]
-    hello = [s for s in spans if s.name == "GET /api/v1/hello"]
+    hello = [s for s in spans if s.name == "GET /team/v1/hello"]
     assert len(hello) == n
     assert len({s.resource["process.pid"] for s in hello}) == 2  # both workers export
     assert not [s for s in spans if "livez" in s.name or "readyz" in s.name]
     span = hello[0]
     assert span.kind == 2  # SPAN_KIND_SERVER
     assert span.attributes["http.request.method"] == "GET"
-    assert span.attributes["http.route"] == "/api/v1/hello"
+    assert span.attributes["http.route"] == "/team/v1/hello"
     assert span.attributes["http.response.status_code"] == 200
-    assert span.attributes["url.path"] == "/api/v1/hello"
+    assert span.attributes["url.path"] == "/team/v1/hello"
     assert span.resource["deployment.environment"] == "test"
 
-    (echo,) = [s for s in spans if s.name == "POST /api/v1/echo"]
+    (echo,) = [s for s in spans if s.name == "POST /team/v1/echo"]
     assert (echo.trace_id, echo.parent_span_id) == (CALLER_TRACE, CALLER_SPAN)
     (unmatched,) = [s for s in spans if s.name == "GET unmatched"]
     assert unmatched.trace_id == CALLER_TRACE
@@ -77,7 +77,7 @@ def test_spans_from_every_worker_with_semantic_attributes(receiver: OtlpReceiver
 def test_no_endpoint_means_no_tracing(receiver: OtlpReceiver) -> None:
     before = receiver.requests
     with running_server({"OTEL_SERVICE_NAME": "kit-untraced"}, workers=1) as srv:
-        httpx.get(f"{srv.base_url}/api/v1/hello")
+        httpx.get(f"{srv.base_url}/team/v1/hello")
         wait_for(lambda: srv.access_logs(), timeout=5)
         line = srv.access_logs()[-1]
     assert "trace_id" not in line

@@ -27,7 +27,7 @@ from tests.observability.prom import (
     grafana_to_promql,
     running_prometheus,
 )
-from tests.support.server import metric_value, running_server, wait_for
+from tests.support.server import SAMPLE_APP, metric_value, running_server, wait_for
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, math.inf)
 ROUTE_RE = "|".join(sorted(route for _, route in API_ROUTES))
@@ -59,7 +59,7 @@ def scrape_counts(exposition: str) -> dict[tuple[str, str], float]:
 def test_prometheus_counts_equal_locust_counts_and_p95_buckets_agree(tmp_path) -> None:
     binary = require_tool("prometheus", PROMETHEUS_HINT)
     with (
-        running_server(workers=WORKERS) as server,
+        running_server(workers=WORKERS, app=SAMPLE_APP) as server,  # Locust drives the sample API
         running_prometheus(binary, f"127.0.0.1:{server.metrics_port}", [RULES_FILE]) as prom,
     ):
         # Prometheus scrapes the service and sees every worker.

@@ -1,4 +1,4 @@
-"""The sample API plus two routes the hostile-client tests need (issue 16), inside the platform.
+"""The team's routes plus two the hostile-client tests need (issue 16), inside the platform.
 
 Served by the real master: ``gunicorn -c gunicorn.conf.py tests.resilience.attack_app:app``.
 
@@ -16,9 +16,9 @@ from fastapi import APIRouter, Query, WebSocket
 from fastapi.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
-from app import api
 from app.platform.app_factory import create_app
 from app.platform.settings import load_settings_or_exit
+from tests.teamapp import api
 
 router = APIRouter(prefix="/attack")
 
@@ -39,4 +39,6 @@ async def echo(ws: WebSocket) -> None:
 
 
 settings = load_settings_or_exit()
-app = create_app(settings, [*api.routers, router], title="attack-target")
+# The team's routers (not the sample API's): the platform's tests never depend on app/api/.
+# Its lifespan is left out: the routes used here (/team/v1/hello, /team/v1/echo) need none.
+app = create_app(settings, [*api.routers(), router], title="attack-target")

@@ -51,7 +51,7 @@ def connect(port: int) -> socket.socket:
 
 
 def wait_request(rid: str) -> bytes:
-    return f"GET /api/v1/wait?ms=50 HTTP/1.1\r\nHost: t\r\nX-Request-ID: {rid}\r\n\r\n".encode()
+    return f"GET /team/v1/wait?ms=50 HTTP/1.1\r\nHost: t\r\nX-Request-ID: {rid}\r\n\r\n".encode()
 
 
 def fin_mid_handler(port: int, rid: str) -> None:
@@ -71,7 +71,7 @@ def half_upload(port: int, rid: str) -> None:
     """The body stops half-way and the client closes."""
     with connect(port) as sock:
         sock.sendall(
-            b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"POST /team/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
             b'X-Request-ID: %s\r\nContent-Length: 1000\r\n\r\n{"message": "'
             % rid.encode()
             + b"a" * 400
@@ -81,7 +81,7 @@ def half_upload(port: int, rid: str) -> None:
 def httpx_read_timeout(port: int, rid: str) -> None:
     try:
         response = httpx.get(
-            f"http://127.0.0.1:{port}/api/v1/wait",
+            f"http://127.0.0.1:{port}/team/v1/wait",
             params={"ms": 300},
             headers={"X-Request-ID": rid},
             timeout=httpx.Timeout(5, read=0.02),
@@ -94,7 +94,7 @@ def httpx_read_timeout(port: int, rid: str) -> None:
 
 def http_client_close_unread(port: int, rid: str) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    conn.request("GET", "/api/v1/wait?ms=50", headers={"X-Request-ID": rid})
+    conn.request("GET", "/team/v1/wait?ms=50", headers={"X-Request-ID": rid})
     conn.close()  # before reading the response
 
 
@@ -110,7 +110,7 @@ KINDS = (
 @pytest.mark.slow
 def test_abandoned_requests_free_everything(server: GunicornServer) -> None:
     (worker,) = server.worker_pids()
-    assert httpx.get(f"{server.base_url}/api/v1/hello", timeout=5).status_code == 200
+    assert httpx.get(f"{server.base_url}/team/v1/hello", timeout=5).status_code == 200
     fds_before = open_fds(worker)
     ids = {f"gone-{i}": KINDS[i % len(KINDS)] for i in range(ABANDONED)}
     errors: list[BaseException] = []
@@ -174,12 +174,12 @@ def test_abandoned_requests_free_everything(server: GunicornServer) -> None:
             pool.map(
                 lambda _: (
                     httpx.get(
-                        f"{server.base_url}/api/v1/wait", params={"ms": 500}, timeout=10
+                        f"{server.base_url}/team/v1/wait", params={"ms": 500}, timeout=10
                     ).status_code
                 ),
                 range(LIMIT),
             )
         )
     assert codes == [200] * LIMIT, Counter(codes)
-    assert httpx.get(f"{server.base_url}/api/v1/hello", timeout=5).status_code == 200
+    assert httpx.get(f"{server.base_url}/team/v1/hello", timeout=5).status_code == 200
     assert gauge() == 0

@@ -54,7 +54,7 @@ def outcome(call) -> str:
 
 def urllib_post(base: str) -> int:
     request = urllib.request.Request(
-        f"{base}/api/v1/echo", data=BIG, headers={"Content-Type": "application/json"}
+        f"{base}/team/v1/echo", data=BIG, headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.status
@@ -82,7 +82,7 @@ def test_http_client_keep_alive_gets_413_with_connection_close(server: GunicornS
         try:
 
             def call(conn: http.client.HTTPConnection = conn) -> int:
-                conn.request("POST", "/api/v1/echo", BIG, {"Content-Type": "application/json"})
+                conn.request("POST", "/team/v1/echo", BIG, {"Content-Type": "application/json"})
                 response = conn.getresponse()
                 body = json.loads(response.read())
                 assert response.getheader("connection", "").lower() == "close"
@@ -102,7 +102,7 @@ def test_httpx_gets_every_413(server: GunicornServer) -> None:
             outcome(
                 lambda: (
                     client.post(
-                        "/api/v1/echo", content=BIG, headers={"Content-Type": "application/json"}
+                        "/team/v1/echo", content=BIG, headers={"Content-Type": "application/json"}
                     ).status_code
                 )
             )
@@ -110,7 +110,7 @@ def test_httpx_gets_every_413(server: GunicornServer) -> None:
         ]
         counts = tally("httpx", results)
         # The keep-alive pool then opens a fresh connection: still served.
-        assert client.get("/api/v1/hello").status_code == 200
+        assert client.get("/team/v1/hello").status_code == 200
     assert counts == Counter({"413": 50}), counts
 
 
@@ -126,7 +126,7 @@ def raw_upload(port: int, head: bytes, body: bytes) -> bytes:
 
 def test_raw_socket_gets_413_then_end_of_file(server: GunicornServer) -> None:
     head = (
-        b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"POST /team/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n" % len(BIG)
     )
     results = []
@@ -144,7 +144,7 @@ def test_raw_socket_gets_413_then_end_of_file(server: GunicornServer) -> None:
 
 def test_431_for_a_huge_head_with_a_body_reaches_the_client(server: GunicornServer) -> None:
     head = (
-        b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 100_000 + b"\r\n"
+        b"POST /team/v1/echo HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 100_000 + b"\r\n"
         b"Content-Length: %d\r\n\r\n" % len(BIG)
     )
     results = []
@@ -168,7 +168,7 @@ def test_503_shed_before_the_body_reaches_the_client() -> None:
         def occupy() -> None:
             with httpx.Client(base_url=srv.base_url, timeout=10) as client:
                 while not stop.is_set():
-                    client.get("/api/v1/wait", params={"ms": 3000})
+                    client.get("/team/v1/wait", params={"ms": 3000})
 
         holders = [threading.Thread(target=occupy, daemon=True) for _ in range(2)]
         for holder in holders:
@@ -176,13 +176,13 @@ def test_503_shed_before_the_body_reaches_the_client() -> None:
         body = json.dumps({"message": "y" * 900}).encode() * 600  # ~550 KiB, under the limit
         try:
             wait_for(
-                lambda: httpx.get(f"{srv.base_url}/api/v1/hello", timeout=5).status_code == 503,
+                lambda: httpx.get(f"{srv.base_url}/team/v1/hello", timeout=5).status_code == 503,
                 timeout=10,
             )
             results = []
             for _ in range(50):
                 request = urllib.request.Request(
-                    f"{srv.base_url}/api/v1/echo",
+                    f"{srv.base_url}/team/v1/echo",
                     data=body,
                     headers={"Content-Type": "application/json"},
                 )
@@ -201,7 +201,7 @@ def test_503_shed_before_the_body_reaches_the_client() -> None:
 def test_linger_ends_when_the_client_goes_quiet(server: GunicornServer) -> None:
     """A client that sends part of an oversized body and then nothing: it gets its 413
     and end-of-file at once, and the server closes the socket within the idle bound."""
-    head = b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(BIG)
+    head = b"POST /team/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(BIG)
     with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
         sock.sendall(head + BIG[:300_000])
         start = time.monotonic()
@@ -227,7 +227,7 @@ def test_linger_ends_when_the_client_goes_quiet(server: GunicornServer) -> None:
 
 def test_linger_stops_discarding_past_its_byte_cap(server: GunicornServer) -> None:
     """A client that streams an endless body after its 413 is cut once the cap is passed."""
-    head = b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 999999999999\r\n\r\n"
+    head = b"POST /team/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 999999999999\r\n\r\n"
     sent = 0
     chunk = b"x" * 65536
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
@@ -240,14 +240,14 @@ def test_linger_stops_discarding_past_its_byte_cap(server: GunicornServer) -> No
             pass  # reset or broken pipe: the server stopped discarding
     figure("linger_byte_cap", cap=LINGER_MAX_BYTES, sent_before_cut=sent)
     assert LINGER_MAX_BYTES * 0.9 <= sent < LINGER_MAX_BYTES * 4
-    assert httpx.get(f"{server.base_url}/api/v1/hello", timeout=5).status_code == 200
+    assert httpx.get(f"{server.base_url}/team/v1/hello", timeout=5).status_code == 200
 
 
 def test_linger_lasts_while_the_client_keeps_sending(server: GunicornServer) -> None:
     """A slow uploader past its 413: the server keeps discarding for longer than the idle
     bound and the keep-alive timeout (5 s each), as long as bytes keep coming, so the
     client never meets a reset while it is still writing."""
-    head = b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(BIG)
+    head = b"POST /team/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(BIG)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(head + BIG[:100_000])
         start = time.monotonic()

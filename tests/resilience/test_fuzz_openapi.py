@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.support.server import REPO, GunicornServer, clean_env, running_server
+from tests.support.server import REPO, SAMPLE_APP, GunicornServer, clean_env, running_server
 
 EXAMPLES = 30
 
@@ -65,7 +65,9 @@ schema = schemathesis.openapi.from_dict(_openapi_document())
 
 @pytest.fixture(scope="module")
 def fuzz_server() -> Iterator[GunicornServer]:
-    with running_server(workers=2) as srv:
+    # The document fuzzed is the sample API's (built from app.main above), so the server
+    # serves the sample API too.
+    with running_server(workers=2, app=SAMPLE_APP) as srv:
         yield srv
 
 

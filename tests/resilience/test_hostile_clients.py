@@ -68,7 +68,7 @@ def test_slowloris_does_not_starve_a_normal_client(hostile_server: GunicornServe
     sockets: list[socket.socket] = []
     for i in range(SLOW_CLIENTS):
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
-        s.sendall(b"GET /api/v1/hello HTTP/1.1\r\nHost: slow\r\nX-Slow-%d: " % i)
+        s.sendall(b"GET /team/v1/hello HTTP/1.1\r\nHost: slow\r\nX-Slow-%d: " % i)
         sockets.append(s)
     closed_by_server: set[int] = set()
     stop = threading.Event()
@@ -92,7 +92,7 @@ def test_slowloris_does_not_starve_a_normal_client(hostile_server: GunicornServe
         deadline = time.monotonic() + SLOW_SECONDS
         while time.monotonic() < deadline:
             start = time.monotonic()
-            response = httpx.get(f"{srv.base_url}/api/v1/hello", timeout=10)  # new connection
+            response = httpx.get(f"{srv.base_url}/team/v1/hello", timeout=10)  # new connection
             latencies.append(time.monotonic() - start)
             statuses.append(response.status_code)
             time.sleep(0.2)  # paces the normal client
@@ -121,13 +121,13 @@ def test_slowloris_does_not_starve_a_normal_client(hostile_server: GunicornServe
 
 
 OVERSIZED = {
-    "one-100KB-header": b"GET /api/v1/hello HTTP/1.1\r\nHost: x\r\nX-Big: "
+    "one-100KB-header": b"GET /team/v1/hello HTTP/1.1\r\nHost: x\r\nX-Big: "
     + b"a" * 100_000
     + b"\r\n\r\n",
-    "2000-headers-100KB": b"GET /api/v1/hello HTTP/1.1\r\nHost: x\r\n"
+    "2000-headers-100KB": b"GET /team/v1/hello HTTP/1.1\r\nHost: x\r\n"
     + b"".join(b"X-H-%05d: %s\r\n" % (i, b"v" * 36) for i in range(2000))
     + b"\r\n",
-    "100KB-request-target": b"GET /api/v1/hello?name=x&pad="
+    "100KB-request-target": b"GET /team/v1/hello?name=x&pad="
     + b"p" * 100_000
     + b" HTTP/1.1\r\nHost: x\r\n\r\n",
 }
@@ -149,12 +149,12 @@ GARBAGE = {
     "space-in-target": b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
     "nul-in-line": b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
     "lf-only-header-injection": b"GET / HTTP/1.1\r\nHost: x\r\nX: a\rEvil: b\r\n\r\n",
-    "bad-content-length": b"POST /api/v1/echo HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
-    "double-content-length": b"POST /api/v1/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+    "bad-content-length": b"POST /team/v1/echo HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    "double-content-length": b"POST /team/v1/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
     b"Content-Length: 3\r\n\r\n{}",
-    "cl-and-chunked": b"POST /api/v1/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+    "cl-and-chunked": b"POST /team/v1/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    "bad-chunk-size": b"POST /api/v1/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    "bad-chunk-size": b"POST /team/v1/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
     b"Content-Type: application/json\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
 }
 
@@ -170,6 +170,6 @@ def test_server_survives_hostile_input(hostile_server: GunicornServer) -> None:
     srv = hostile_server
     assert srv.proc is not None and srv.proc.poll() is None
     assert len(srv.worker_pids()) == 2
-    assert httpx.get(f"{srv.base_url}/api/v1/hello", timeout=5).status_code == 200
+    assert httpx.get(f"{srv.base_url}/team/v1/hello", timeout=5).status_code == 200
     restarts = [e for e in srv.json_logs() if "Booting worker" in str(e.get("event"))]
     assert len(restarts) == 2, "a worker was replaced while handling hostile input"

@@ -34,11 +34,11 @@ HOSTILE_HEADERS = {
 
 # Percent-encoded bytes that the server decodes into scope["path"] (which is logged).
 HOSTILE_PATHS = [
-    "/api/v1/hello%0d%0a%7B%22pwned%22%3A1%7D",
-    "/api/v1/hello%22%7D%2C%7B%22pwned%22%3A%221",
+    "/team/v1/hello%0d%0a%7B%22pwned%22%3A1%7D",
+    "/team/v1/hello%22%7D%2C%7B%22pwned%22%3A%221",
     "/%0a%0d%1b%5b31m%00pwned",
     "/%E2%80%A8%E2%80%A9%C2%85pwned",
-    "/api/v1/%5Cr%5Cnpwned",
+    "/team/v1/%5Cr%5Cnpwned",
 ]
 HOSTILE_QUERIES = [
     {"name": f"\r\n{FORGED}"},
@@ -54,10 +54,10 @@ HOSTILE_BODIES = [
 
 RAW_REQUESTS = [
     # Header values may carry obs-text (bytes >= 0x80) and tabs.
-    b"GET /api/v1/hello HTTP/1.1\r\nHost: x\r\nX-Request-ID: a\tb\r\n"
+    b"GET /team/v1/hello HTTP/1.1\r\nHost: x\r\nX-Request-ID: a\tb\r\n"
     b"User-Agent: \xe2\x80\xa8\xc2\x85" + FORGED.encode() + b"\r\nConnection: close\r\n\r\n",
     # Bare LF line ends (lenient parsers accept them): must not smuggle a header into a line.
-    b"GET /api/v1/hello?name=%0A%7B HTTP/1.1\nHost: x\nX-Request-ID: ok-id\n"
+    b"GET /team/v1/hello?name=%0A%7B HTTP/1.1\nHost: x\nX-Request-ID: ok-id\n"
     b"User-Agent: " + FORGED.encode() + b"\nConnection: close\n\n",
 ]
 
@@ -85,15 +85,15 @@ def test_hostile_input_never_forges_a_log_line() -> None:
         ids: list[str] = []  # the X-Request-ID of every response the app produced
         headers = {k: v.encode("latin-1") for k, v in HOSTILE_HEADERS.items()}
         with httpx.Client(base_url=srv.base_url, timeout=10) as client:
-            responses = [client.get("/api/v1/hello", headers=headers)]
+            responses = [client.get("/team/v1/hello", headers=headers)]
             for path in HOSTILE_PATHS:
                 responses.append(client.get(httpx.URL(srv.base_url + path), headers=headers))
             for query in HOSTILE_QUERIES:
-                responses.append(client.get("/api/v1/hello", params=query, headers=headers))
+                responses.append(client.get("/team/v1/hello", params=query, headers=headers))
             for body in HOSTILE_BODIES:
                 responses.append(
                     client.post(
-                        "/api/v1/echo",
+                        "/team/v1/echo",
                         content=body.encode(),
                         headers={**headers, "content-type": "application/json"},
                     )
@@ -132,7 +132,7 @@ def test_hostile_input_never_forges_a_log_line() -> None:
             assert REQUEST_ID.fullmatch(entry["request_id"]), entry
     # Caller text sits inside JSON values, decoded intact (proof it was escaped, not cut).
     logged_paths = {e["path"] for e in access}
-    assert '/api/v1/hello\r\n{"pwned":1}' in logged_paths
+    assert '/team/v1/hello\r\n{"pwned":1}' in logged_paths
     print(
         f"FIGURE log-injection: requests={len(ids)} access_lines={len(access)} "
         f"stdout_lines={len(lines)} all_json=True",

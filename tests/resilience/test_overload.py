@@ -1,7 +1,7 @@
 """Issue 8.3: overload sheds fast, and liveness keeps answering.
 
 Two workers with ``APP_MAX_CONCURRENT_REQUESTS=4`` (8 slots in all) get 60 concurrent slow
-requests (``/api/v1/wait?ms=1500``), each on its own connection. At most 8 can be served;
+requests (``/team/v1/wait?ms=1500``), each on its own connection. At most 8 can be served;
 the others must get a fast 503 with ``Retry-After``, not wait in a queue. Meanwhile
 ``/livez`` is probed on fresh connections, as the kubelet does, and must answer in under a
 second every time: a busy pod must never be restarted by its liveness probe.
@@ -26,7 +26,7 @@ WAIT_MS = 1500
 
 async def _one_slow_request(client: httpx.AsyncClient) -> tuple[int, float, str | None]:
     start = time.monotonic()
-    response = await client.get("/api/v1/wait", params={"ms": WAIT_MS})
+    response = await client.get("/team/v1/wait", params={"ms": WAIT_MS})
     return response.status_code, time.monotonic() - start, response.headers.get("retry-after")
 
 

@@ -29,7 +29,7 @@ SIGTERM_AFTER = 2.5
 
 
 def _served_hello(server: GunicornServer) -> int:
-    return sum(1 for e in server.access_logs() if e.get("path") == "/api/v1/hello")
+    return sum(1 for e in server.access_logs() if e.get("path") == "/team/v1/hello")
 
 
 @pytest.mark.slow
@@ -49,12 +49,14 @@ def test_sigterm_behind_haproxy_loses_no_request() -> None:
 
                 def both_serving() -> bool:
                     for _ in range(4):
-                        client.get("/api/v1/hello").raise_for_status()
+                        client.get("/team/v1/hello").raise_for_status()
                     return _served_hello(a) > 0 and _served_hello(b) > 0
 
                 poll_until(both_serving, timeout=20)
 
-            wrk = start_wrk(wrk_bin, f"{lb.url}/api/v1/hello", seconds=LOAD_SECONDS, connections=16)
+            wrk = start_wrk(
+                wrk_bin, f"{lb.url}/team/v1/hello", seconds=LOAD_SECONDS, connections=16
+            )
             time.sleep(SIGTERM_AFTER)  # paces the scenario: load is flowing to both
             a_before = _served_hello(a)
             sigterm_at = time.monotonic()

@@ -1,7 +1,7 @@
 """Issue 16: the real attack tool, Debian's ``slowhttptest``, against the real service.
 
 Each attack runs 10 s against two workers while a normal client sends one
-``GET /api/v1/hello`` every 0.2 s on a new connection (as in the issue); the figures (the
+``GET /team/v1/hello`` every 0.2 s on a new connection (as in the issue); the figures (the
 normal client's failures in % and p99 in ms, and the tool's own count of connections the
 server closed) are printed on ``FIGURE`` lines. The assertions are behaviour, never time:
 
@@ -143,7 +143,7 @@ class Attack:
 
 def attack(server: GunicornServer, name: str, args: list[str], path: str) -> Attack:
     """Run slowhttptest for ``SECONDS`` with the normal client beside it; print figures."""
-    normal = NormalClient(f"{server.base_url}/api/v1/hello")
+    normal = NormalClient(f"{server.base_url}/team/v1/hello")
     thread = threading.Thread(target=normal.run, daemon=True)
     gauge: list[float] = []
 
@@ -214,14 +214,14 @@ SLOW_BODY += ["-f", "application/json"]
 def test_slow_headers_are_cut_and_the_normal_client_is_served(
     hardened: GunicornServer,
 ) -> None:
-    result = attack(hardened, "slow_headers", SLOW_HEADERS, "/api/v1/hello")
+    result = attack(hardened, "slow_headers", SLOW_HEADERS, "/team/v1/hello")
     assert result.normal.failures == 0, Counter(result.normal.statuses)
     # Every connection owes its head within 3 s: the server cut them all before the end.
     assert result.exit_status == ALL_CLOSED, result.rows
 
 
 def test_slow_headers_control_without_a_deadline(lax: GunicornServer) -> None:
-    result = attack(lax, "slow_headers_control", SLOW_HEADERS, "/api/v1/hello")
+    result = attack(lax, "slow_headers_control", SLOW_HEADERS, "/team/v1/hello")
     assert result.exit_status == TIME_LIMIT, result.rows  # nothing else cuts them
     assert result.final["Closed"] == 0, result.rows
     assert result.final["Connected"] >= 0.9 * 400, result.rows
@@ -230,7 +230,7 @@ def test_slow_headers_control_without_a_deadline(lax: GunicornServer) -> None:
 def test_slow_body_within_the_deadline_holds_no_slot(hardened: GunicornServer) -> None:
     """400 bodies trickling every second (under the deadline, so never cut): they are not
     admitted until their body is in, so the normal client is never shed."""
-    result = attack(hardened, "slow_body", [*SLOW_BODY, "-i", "1"], "/api/v1/echo")
+    result = attack(hardened, "slow_body", [*SLOW_BODY, "-i", "1"], "/team/v1/echo")
     assert result.exit_status == TIME_LIMIT, result.rows  # they really were trickling
     assert result.final["Closed"] < 0.1 * 400, result.rows
     assert result.peak("Connected") >= 0.9 * 400, result.rows
@@ -239,13 +239,13 @@ def test_slow_body_within_the_deadline_holds_no_slot(hardened: GunicornServer) -
 
 
 def test_slow_body_pausing_past_the_deadline_is_cut(hardened: GunicornServer) -> None:
-    result = attack(hardened, "slow_body_paused", [*SLOW_BODY, "-i", "5"], "/api/v1/echo")
+    result = attack(hardened, "slow_body_paused", [*SLOW_BODY, "-i", "5"], "/team/v1/echo")
     assert result.exit_status == ALL_CLOSED, result.rows
     assert result.normal.failures == 0, Counter(result.normal.statuses)
 
 
 def test_slow_body_control_without_a_deadline(lax: GunicornServer) -> None:
-    result = attack(lax, "slow_body_paused_control", [*SLOW_BODY, "-i", "5"], "/api/v1/echo")
+    result = attack(lax, "slow_body_paused_control", [*SLOW_BODY, "-i", "5"], "/team/v1/echo")
     assert result.exit_status == TIME_LIMIT, result.rows
     assert result.final["Closed"] == 0, result.rows
     assert result.final["Connected"] >= 0.9 * 400, result.rows

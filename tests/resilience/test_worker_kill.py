@@ -41,7 +41,7 @@ def socket_fds(pid: int) -> int:
 def test_sigkill_worker_under_load() -> None:
     wrk_bin = require_tool("wrk", "apt-get install wrk (scripts/tools/apt-base.sh)")
     with running_server(workers=2) as srv:
-        hello = {"route": "/api/v1/hello", "method": "GET"}
+        hello = {"route": "/team/v1/hello", "method": "GET"}
         baseline = metric_value(srv.scrape(), "http_requests_total", hello)
         totals: list[float] = []
         stop = threading.Event()
@@ -58,7 +58,9 @@ def test_sigkill_worker_under_load() -> None:
         before = srv.worker_pids()
         assert len(before) == 2
         idle_sockets = {pid: socket_fds(pid) for pid in before}  # no client connection yet
-        wrk = start_wrk(wrk_bin, f"{srv.base_url}/api/v1/hello", seconds=6, connections=CONNECTIONS)
+        wrk = start_wrk(
+            wrk_bin, f"{srv.base_url}/team/v1/hello", seconds=6, connections=CONNECTIONS
+        )
         poll_until(
             lambda: metric_value(srv.scrape(), "http_requests_total", hello) > baseline + 500
         )
@@ -88,7 +90,7 @@ def test_sigkill_worker_under_load() -> None:
         served = metric_value(final, "http_requests_total", hello) - baseline
         restarts = metric_value(final, "gunicorn_worker_restarts_total")
         after = srv.worker_pids()
-        alive = httpx.get(f"{srv.base_url}/api/v1/hello", timeout=5).status_code
+        alive = httpx.get(f"{srv.base_url}/team/v1/hello", timeout=5).status_code
 
     decreases = [(a, b) for a, b in itertools.pairwise(totals) if b < a]
     figure(

@@ -2,6 +2,10 @@
 
 Shared by the integration, load, Prometheus and resilience suites. Nothing is mocked: the
 process is exactly what ``make run`` starts, with settings passed as environment variables.
+
+The platform's tests serve the team's app (:data:`TEAM_APP`, ``tests/teamapp``) by default,
+so replacing the sample API in ``app/api/`` breaks only the sample API's own tests; those
+(load test, Prometheus end to end, OpenAPI fuzzing) pass ``app=SAMPLE_APP``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
+TEAM_APP = "tests.teamapp.main:app"  # the default: what the platform's tests run against
+SAMPLE_APP = "app.main:app"  # the sample API (gunicorn.conf.py's ``wsgi_app``)
 
 
 def free_port() -> int:
@@ -90,9 +96,11 @@ class GunicornServer(LoopbackUrls):
     """One running service. Use :func:`running_server` for a context-managed instance."""
 
     def __init__(
-        self, env: dict[str, str] | None = None, workers: int = 2, app: str | None = None
+        self, env: dict[str, str] | None = None, workers: int = 2, app: str = TEAM_APP
     ) -> None:
-        """``app`` overrides the config's ``app.main:app`` (the benchmark's comparison apps)."""
+        """``app`` is the ASGI app gunicorn serves, given on its command line (which overrides
+        gunicorn.conf.py's ``wsgi_app``): the team's app unless a test names another, e.g.
+        ``SAMPLE_APP`` for the sample API's own tests."""
         self.app = app
         self.port = free_port()
         self.metrics_port = free_port()
@@ -120,7 +128,7 @@ class GunicornServer(LoopbackUrls):
                     str(VENV_BIN / "gunicorn"),
                     "-c",
                     "gunicorn.conf.py",
-                    *([self.app] if self.app else []),
+                    self.app,
                 ],
                 cwd=REPO,
                 env=self.env,
@@ -192,8 +200,10 @@ class GunicornServer(LoopbackUrls):
 
 
 @contextmanager
-def running_server(env: dict[str, str] | None = None, workers: int = 2) -> Iterator[GunicornServer]:
-    server = GunicornServer(env, workers)
+def running_server(
+    env: dict[str, str] | None = None, workers: int = 2, app: str = TEAM_APP
+) -> Iterator[GunicornServer]:
+    server = GunicornServer(env, workers, app)
     try:
         server.start()
         yield server
