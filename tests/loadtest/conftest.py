@@ -1,12 +1,3 @@
 """This suite drives the sample API (its routes and series), so ``server`` serves it."""
 
-from __future__ import annotations
-
-import pytest
-
-from tests.support.server import GunicornServer
-
-
-@pytest.fixture(scope="module")
-def server(sample_server: GunicornServer) -> GunicornServer:
-    return sample_server
+from tests.support.fixtures import sample_api_as_server  # noqa: F401  (``server`` here)
