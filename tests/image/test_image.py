@@ -49,6 +49,7 @@ import httpx
 import pytest
 
 from tests.image.conftest import REPO, STORAGE, build_image, buildah, podman
+from tests.support.procfs import open_fd_targets
 from tests.support.server import LoopbackUrls, free_port, metric_value, wait_for
 
 pytestmark = pytest.mark.timeout(900)
@@ -417,7 +418,7 @@ def test_runs_on_a_read_only_root_with_only_the_documented_writable_paths(
 
     # Gunicorn's worker heartbeat files are open in /tmp, the metric files in METRICS_DIR.
     for pid in workers:
-        targets = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        targets = open_fd_targets(pid)
         assert any("/tmp/wgunicorn-" in t for t in targets), targets
     db_files = list(service.host_metrics.glob("kit_http_*"))
     assert db_files and all(p.stat().st_uid == UID for p in db_files)

@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import require_tool
 from tests.resilience.helpers import figure, finish_wrk, poll_until, start_wrk
+from tests.support.procfs import open_fd_targets
 from tests.support.server import metric_value, running_server
 
 CONNECTIONS = 8
@@ -27,14 +28,7 @@ CONNECTIONS = 8
 
 def socket_fds(pid: int) -> int:
     """Open sockets of a process: its listener and loop internals, plus one per connection."""
-    count = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
-                count += 1
-        except OSError:  # closed meanwhile
-            continue
-    return count
+    return sum(target.startswith("socket:") for target in open_fd_targets(pid))
 
 
 @pytest.mark.slow
