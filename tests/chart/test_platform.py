@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import jsonschema
 import pytest
 import yaml
 
@@ -68,10 +69,60 @@ def test_env_from_files_with_a_config_map(renders) -> None:
     )
     pod, app = _pod(docs), _app(docs)
     env = {e["name"]: e.get("value") for e in app["env"]}
-    assert env["RULES_FILE"].endswith("/configmap-rules/rules.yaml")
-    assert {"name": "configmap-rules", "configMap": {"name": "rules", "defaultMode": 0o440}} in pod[
-        "volumes"
+    (volume,) = [v for v in pod["volumes"] if "configMap" in v]
+    assert volume["configMap"] == {"name": "rules", "defaultMode": 0o440}
+    assert volume["name"].startswith("configmap-rules-")
+    assert env["RULES_FILE"].endswith(f"/{volume['name']}/rules.yaml")
+
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _write_values(tmp_path, values: dict):
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return (path,)
+
+
+def test_env_from_files_gets_one_valid_volume_per_object(renders, tmp_path) -> None:
+    """Two Secrets whose names share their first 56 characters, Secrets named with dots (a
+    DNS subdomain, not a label) and a ConfigMap with a Secret's name: each gets a volume of
+    its own, named a DNS label, and each variable points into the object it names."""
+    prefix = "s" * 56
+    entries = [
+        {"env": "A_FILE", "secret": f"{prefix}-a", "key": "k"},
+        {"env": "B_FILE", "secret": f"{prefix}-b", "key": "k"},
+        {"env": "C_FILE", "secret": "db.creds", "key": "password"},
+        {"env": "D_FILE", "secret": "db-creds", "key": "password"},
+        {"env": "E_FILE", "configMap": "db.creds", "key": "ca.crt"},
+        {"env": "F_FILE", "secret": "db.creds", "key": "user"},  # same Secret: same volume
     ]
+    docs = renders.custom(values=_write_values(tmp_path, {"envFromFiles": entries}))
+    pod, app = _pod(docs), _app(docs)
+    env = {e["name"]: e.get("value") for e in app["env"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert len(volumes) == len(pod["volumes"]), "duplicate volume names"
+    mounts = app["volumeMounts"]
+    assert len({m["name"] for m in mounts}) == len(mounts)
+    assert len({m["mountPath"] for m in mounts}) == len(mounts)
+    used = {}
+    for entry in entries:
+        path = env[entry["env"]]
+        (mount,) = [m for m in mounts if path.startswith(m["mountPath"] + "/")]
+        assert path == f"{mount['mountPath']}/{entry['key']}"
+        name = mount["name"]
+        assert DNS_LABEL.match(name) and len(name) <= 63, name
+        volume = volumes[name]
+        if "secret" in entry:
+            assert volume["secret"]["secretName"] == entry["secret"], entry
+        else:
+            assert volume["configMap"]["name"] == entry["configMap"], entry
+        used.setdefault(("secret" in entry, entry.get("secret") or entry["configMap"]), set()).add(
+            name
+        )
+    # one volume per object, distinct objects never share one
+    assert all(len(names) == 1 for names in used.values()), used
+    assert len(set().union(*used.values())) == len(used) == 5
 
 
 def test_init_and_sidecar_containers_run_under_the_restricted_context(renders) -> None:
@@ -123,6 +174,42 @@ def test_extra_objects_through_tpl(renders) -> None:
     assert env["RELEASE_NAME"] == RELEASE
 
 
+def test_extra_objects_follow_the_namespace_override(renders, tmp_path) -> None:
+    """Objects without metadata.namespace go where the chart's own objects go; an explicit
+    namespace stays, and cluster-scoped kinds get none."""
+    values = {
+        "namespaceOverride": "edge",
+        "extraObjects": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "plain"}},
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: from-string\n"
+            "stringData:\n  note: |\n    two\n    lines\n",
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "pinned", "namespace": "elsewhere"},
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": "reader"},
+                "rules": [],
+            },
+        ],
+    }
+    docs = renders.custom(values=_write_values(tmp_path, values))
+    assert one(docs, "Deployment")["metadata"]["namespace"] == "edge"
+    assert one(docs, "ConfigMap", "plain")["metadata"]["namespace"] == "edge"
+    secret = one(docs, "Secret", "from-string")
+    assert secret["metadata"]["namespace"] == "edge"
+    assert secret["stringData"] == {"note": "two\nlines\n"}
+    assert one(docs, "ConfigMap", "pinned")["metadata"]["namespace"] == "elsewhere"
+    assert "namespace" not in one(docs, "ClusterRole", "reader")["metadata"]
+    # without namespaceOverride the object is left to Helm (the release namespace)
+    values.pop("namespaceOverride")
+    docs = renders.custom(values=_write_values(tmp_path, values))
+    assert "namespace" not in one(docs, "ConfigMap", "plain")["metadata"]
+
+
 # ------------------------------------------------------------------ Gateway API
 
 
@@ -148,6 +235,27 @@ def test_http_route_follows_the_service_port(renders) -> None:
     docs = renders.custom("httpRoute.enabled=true", "service.port=80")
     (rule,) = one(docs, "HTTPRoute")["spec"]["rules"]
     assert rule["backendRefs"][0]["port"] == 80
+
+
+def test_http_route_filters_render_and_match_the_crd(renders, tmp_path) -> None:
+    """The filter types the chart accepts render as given and satisfy the HTTPRoute CRD's
+    schema; a RequestMirror to another Service is allowed."""
+    filters = [
+        {
+            "type": "RequestHeaderModifier",
+            "requestHeaderModifier": {"add": [{"name": "X-Team", "value": "platform"}]},
+        },
+        {
+            "type": "RequestMirror",
+            "requestMirror": {"backendRef": {"name": "shadow", "port": 8000}, "percent": 10},
+        },
+    ]
+    values = {"httpRoute": {"enabled": True, "filters": filters}}
+    route = one(renders.custom(values=_write_values(tmp_path, values)), "HTTPRoute")
+    (rule,) = route["spec"]["rules"]
+    assert rule["filters"] == filters
+    schema = json.loads((CHART.parent.parent / "tests/chart/schemas/httproute.json").read_text())
+    jsonschema.Draft7Validator(schema).validate(route)
 
 
 # ------------------------------------------------------------------ metrics never published

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.chart.conftest import HELMS, parse, run_helm, template_args
@@ -161,3 +163,143 @@ def test_the_longest_accepted_names_render(helm: str) -> None:
         # Service names are DNS labels (63); other names are DNS subdomains (253).
         services = [d["metadata"]["name"] for d in docs if d["kind"] == "Service"]
         assert services and max(map(len, services)) <= 63, services
+
+
+# Names the API server refuses (DNS labels), mounts of no volume, a stop signal it refuses,
+# and HTTPRoute filters that could reach the metrics port: refused by the chart first, each
+# message naming the value. Values as JSON (--set-json) so templates and dots pass unchanged.
+@pytest.mark.parametrize("helm", HELMS)
+@pytest.mark.parametrize(
+    ("values", "mentions"),
+    [
+        # container and volume names: DNS labels (schema)
+        ({"sidecars": [{"name": "Bad_Name", "image": "x:1"}]}, ("sidecars", "name")),
+        ({"sidecars": [{"name": "s" * 64, "image": "x:1"}]}, ("sidecars", "name")),
+        ({"initContainers": [{"name": "init.db", "image": "x:1"}]}, ("initContainers", "name")),
+        ({"extraVolumes": [{"name": "my.cache", "emptyDir": {}}]}, ("extraVolumes", "name")),
+        ({"extraVolumes": [{"name": "v" * 64, "emptyDir": {}}]}, ("extraVolumes", "name")),
+        # ... and as rendered, after tpl (template)
+        (
+            {"extraVolumes": [{"name": "{{ .Release.Name }}.cache", "emptyDir": {}}]},
+            ("extraVolumes", "fastapi-app.cache"),
+        ),
+        (
+            {"sidecars": ["name: {{ .Release.Name }}_x\nimage: x:1\n"]},
+            ("sidecars", "fastapi-app_x"),
+        ),
+        # a mount must name a volume of the pod
+        (
+            {"extraVolumeMounts": [{"name": "nope", "mountPath": "/x"}]},
+            ("extraVolumeMounts", "nope"),
+        ),
+        (
+            {
+                "sidecars": [
+                    {
+                        "name": "s",
+                        "image": "x:1",
+                        "volumeMounts": [{"name": "nope", "mountPath": "/x"}],
+                    }
+                ]
+            },
+            ("sidecars", "nope"),
+        ),
+        # envFromFiles objects are named as the API server names objects
+        (
+            {"envFromFiles": [{"env": "A_FILE", "secret": "DB.creds", "key": "k"}]},
+            ("envFromFiles", "secret"),
+        ),
+        # stopSignal: refused before Kubernetes 1.33 / without the feature gate (not offered)
+        ({"lifecycle": {"stopSignal": "SIGINT"}}, ("lifecycle", "stopSignal")),
+        # HTTPRoute filters: known types only, and no mirror to this release's Services
+        ({"httpRoute": {"enabled": True, "filters": [{"type": "Mirror"}]}}, ("filters", "type")),
+        (
+            {
+                "httpRoute": {
+                    "enabled": True,
+                    "filters": [
+                        {
+                            "type": "RequestMirror",
+                            "requestMirror": {"backendRef": {"name": "fastapi-app", "port": 9000}},
+                        }
+                    ],
+                }
+            },
+            ("httpRoute.filters[0].requestMirror.backendRef", "9000"),
+        ),
+        (
+            {
+                "service": {"type": "LoadBalancer"},
+                "httpRoute": {
+                    "enabled": True,
+                    "filters": [
+                        {
+                            "type": "RequestMirror",
+                            "requestMirror": {
+                                "backendRef": {"name": "fastapi-app-metrics", "port": 9000}
+                            },
+                        }
+                    ],
+                },
+            },
+            ("httpRoute.filters[0].requestMirror.backendRef", "fastapi-app-metrics"),
+        ),
+        (
+            {
+                "httpRoute": {
+                    "enabled": True,
+                    "filters": [
+                        {
+                            "type": "RequestMirror",
+                            "requestMirror": {
+                                "backendRef": {"name": "fastapi-app", "port": 9000},
+                                "extra": 1,
+                            },
+                        }
+                    ],
+                }
+            },
+            ("requestMirror", "extra"),
+        ),
+    ],
+)
+def test_names_and_routes_the_api_server_refuses_are_refused_first(
+    helm: str, values: dict, mentions: tuple[str, ...]
+) -> None:
+    extra = tuple(a for k, v in values.items() for a in ("--set-json", f"{k}={json.dumps(v)}"))
+    proc = run_helm(helm, *template_args(extra=extra), check=False)
+    assert proc.returncode != 0, f"render with {values} should fail:\n{proc.stdout[:500]}"
+    for word in mentions:
+        assert word in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("helm", HELMS)
+def test_templated_names_that_render_valid_are_accepted(helm: str) -> None:
+    values = {
+        "extraVolumes": [{"name": "{{ .Release.Name }}-cache", "emptyDir": {}}],
+        "extraVolumeMounts": [{"name": "{{ .Release.Name }}-cache", "mountPath": "/cache"}],
+        "sidecars": [{"name": "{{ .Release.Name }}-proxy", "image": "x:1"}],
+    }
+    extra = tuple(a for k, v in values.items() for a in ("--set-json", f"{k}={json.dumps(v)}"))
+    docs = parse(run_helm(helm, *template_args(extra=extra)).stdout)
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "fastapi-app-cache", "emptyDir": {}} in pod["volumes"]
+    assert [c["name"] for c in pod["containers"]] == ["app", "fastapi-app-proxy"]
+
+
+@pytest.mark.parametrize("helm", HELMS)
+@pytest.mark.parametrize(
+    ("release", "sets"),
+    [
+        # the release name alone makes FULLNAME-metrics longer than 63 characters
+        ("r" * 50, ("service.type=NodePort",)),
+        ("r" * 50, ("service.type=LoadBalancer",)),
+        # a release name may hold dots; a Service name may not
+        ("my.app", ()),
+    ],
+)
+def test_a_release_name_the_names_cannot_hold_is_named(helm: str, release: str, sets) -> None:
+    proc = run_helm(helm, *template_args(sets=sets, release=release), check=False)
+    assert proc.returncode != 0, proc.stdout[:500]
+    assert f'the release name "{release}"' in proc.stderr, proc.stderr
+    assert "fullnameOverride" in proc.stderr  # the way out

@@ -193,11 +193,18 @@ Included by the Deployment template.
 {{- fail (printf "nameOverride: %q is too long: the label app.kubernetes.io/name=%s-test of the helm test Pod must be at most 63 characters (at most 58 for the name)" $name $name) }}
 {{- end }}
 {{- $fullname := include "fastapi-app.fullname" . }}
+{{- /* What the full name comes from, for the messages: the value to change. */}}
+{{- $source := printf "the release name %q (full name %q; change it or set fullnameOverride)" .Release.Name $fullname }}
+{{- if $v.fullnameOverride }}
+{{- $source = printf "fullnameOverride %q" $v.fullnameOverride }}
+{{- else if $v.nameOverride }}
+{{- $source = printf "the release name %q with nameOverride %q (full name %q; change either or set fullnameOverride)" .Release.Name $v.nameOverride $fullname }}
+{{- end }}
 {{- if and (ne $v.service.type "ClusterIP") (gt (len (printf "%s-metrics" $fullname)) 63) }}
-{{- fail (printf "fullnameOverride/nameOverride: the full name %q is too long: with service.type %s the metrics Service %s-metrics needs a name of at most 63 characters (at most 55 for the full name)" $fullname $v.service.type $fullname) }}
+{{- fail (printf "%s is too long: with service.type %s the metrics Service %s-metrics needs a name of at most 63 characters (at most 55 for the full name)" $source $v.service.type $fullname) }}
 {{- end }}
 {{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $fullname) }}
-{{- fail (printf "fullnameOverride/nameOverride: the full name %q must be a DNS label (lower-case letters, digits and '-', starting with a letter)" $fullname) }}
+{{- fail (printf "%s: the full name must be a DNS label (lower-case letters, digits and '-', starting with a letter): it names the Service" $source) }}
 {{- end }}
 {{- $selector := include "fastapi-app.selectorLabels" . | fromYaml }}
 {{- $chartLabels := include "fastapi-app.chartLabels" . | fromYaml }}
@@ -219,19 +226,28 @@ Included by the Deployment template.
 {{- fail (printf "commonLabels: %q is a label the chart already sets" $k) }}
 {{- end }}
 {{- end }}
-{{- /* Names the API server requires to be unique within the pod. */}}
+{{- /* Names the API server requires to be DNS labels and unique within the pod; every
+mount must name a volume of the pod. Checked after tpl, as rendered. */}}
+{{- $label := "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" }}
 {{- $volumes := dict "tmp" "the chart" "metrics" "the chart" }}
 {{- range (include "fastapi-app.envFileVolumes" . | fromYamlArray) }}
 {{- $_ := set $volumes . "envFromFiles" }}
 {{- end }}
-{{- range $v.extraVolumes }}
-{{- if hasKey $volumes .name }}
-{{- fail (printf "extraVolumes: volume name %q is already used by %s" .name (get $volumes .name)) }}
+{{- range (tpl (toYaml $v.extraVolumes) $ | fromYamlArray) }}
+{{- $name := toString .name }}
+{{- if or (not (regexMatch $label $name)) (gt (len $name) 63) }}
+{{- fail (printf "extraVolumes: volume name %q must be a DNS label (at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit)" $name) }}
 {{- end }}
-{{- $_ := set $volumes .name "extraVolumes" }}
+{{- if hasKey $volumes $name }}
+{{- fail (printf "extraVolumes: volume name %q is already used by %s" $name (get $volumes $name)) }}
+{{- end }}
+{{- $_ := set $volumes $name "extraVolumes" }}
 {{- end }}
 {{- $mounts := dict "/tmp" true "/var/lib/fastapi-app/metrics" true "/var/run/fastapi-app/files" true }}
-{{- range $v.extraVolumeMounts }}
+{{- range (tpl (toYaml $v.extraVolumeMounts) $ | fromYamlArray) }}
+{{- if not (hasKey $volumes (toString .name)) }}
+{{- fail (printf "extraVolumeMounts: %q (mountPath %s) names no volume of the pod (%s); add it to extraVolumes" (toString .name) .mountPath (keys $volumes | sortAlpha | join ", ")) }}
+{{- end }}
 {{- if hasKey $mounts .mountPath }}
 {{- fail (printf "extraVolumeMounts: mountPath %q is already used in the app container" .mountPath) }}
 {{- end }}
@@ -240,11 +256,36 @@ Included by the Deployment template.
 {{- $containers := dict "app" "the chart" }}
 {{- range $field := list "initContainers" "sidecars" }}
 {{- range (get $v $field) }}
-{{- $c := ternary (tpl (toString .) $ | fromYaml) . (kindIs "string" .) }}
-{{- if hasKey $containers $c.name }}
-{{- fail (printf "%s: container name %q is already used by %s" $field $c.name (get $containers $c.name)) }}
+{{- $c := include "fastapi-app.extraContainer" (list $ .) | fromYamlArray | first }}
+{{- $name := toString $c.name }}
+{{- if or (not (regexMatch $label $name)) (gt (len $name) 63) }}
+{{- fail (printf "%s: container name %q must be a DNS label (at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit)" $field $name) }}
 {{- end }}
-{{- $_ := set $containers $c.name $field }}
+{{- if hasKey $containers $name }}
+{{- fail (printf "%s: container name %q is already used by %s" $field $name (get $containers $name)) }}
+{{- end }}
+{{- $_ := set $containers $name $field }}
+{{- range $c.volumeMounts }}
+{{- if not (hasKey $volumes (toString .name)) }}
+{{- fail (printf "%s: container %q mounts %q, which names no volume of the pod (%s); add it to extraVolumes" $field $name (toString .name) (keys $volumes | sortAlpha | join ", ")) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- /* An HTTPRoute never sends traffic to the metrics port: a RequestMirror filter may not
+name this release's Services (the metrics port, the metrics Service, or a mirror of every
+request back to the pods that already serve it). */}}
+{{- if $v.httpRoute.enabled }}
+{{- $own := list $fullname (include "fastapi-app.metricsServiceName" .) (printf "%s-metrics" $fullname) }}
+{{- $ns := include "fastapi-app.namespace" . }}
+{{- range $i, $f := $v.httpRoute.filters }}
+{{- with $f.requestMirror }}
+{{- $ref := .backendRef }}
+{{- $isService := and (eq (default "" $ref.group) "") (eq (default "Service" $ref.kind) "Service") }}
+{{- if and $isService (has $ref.name $own) (eq (default $ns $ref.namespace) $ns) }}
+{{- fail (printf "httpRoute.filters[%d].requestMirror.backendRef: Service %s port %v is this release's own (its metrics port %v is never routed, and a mirror to the http port would send every request twice); mirror to another Service" $i $ref.name $ref.port $v.service.metricsPort) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if and $v.config.cors.allowCredentials (has "*" $v.config.cors.allowOrigins) }}
@@ -252,14 +293,32 @@ Included by the Deployment template.
 {{- end }}
 {{- end }}
 
-{{/* Volume name of an envFromFiles entry: one volume per Secret or ConfigMap. */}}
+{{/*
+Volume name of an envFromFiles entry: one volume per Secret or ConfigMap. A DNS label (the API
+server refuses anything else as a volume name): the kind, the object's name with every character
+outside [a-z0-9-] (the dots of a DNS subdomain) made '-' and cut to fit, and 8 hex characters of
+the sha256 of kind/name, so two objects whose names share a long prefix, or differ only by
+dots and hyphens, never share a volume.
+*/}}
 {{- define "fastapi-app.envFileVolume" -}}
+{{- $kind := "" }}
+{{- $name := "" }}
 {{- if .secret }}
-{{- printf "secret-%s" .secret | trunc 63 | trimSuffix "-" }}
+{{- $kind = "secret" }}
+{{- $name = .secret }}
 {{- else if .configMap }}
-{{- printf "configmap-%s" .configMap | trunc 63 | trimSuffix "-" }}
+{{- $kind = "configmap" }}
+{{- $name = .configMap }}
 {{- else }}
 {{- fail (printf "envFromFiles: entry %s needs `secret` or `configMap`" .env) }}
+{{- end }}
+{{- $hash := printf "%s/%s" $kind $name | sha256sum | trunc 8 }}
+{{- $room := sub 63 (add (len $kind) 10) | int }}
+{{- $readable := regexReplaceAll "[^a-z0-9-]+" (lower $name) "-" | trunc $room | trimAll "-" }}
+{{- if $readable }}
+{{- printf "%s-%s-%s" $kind $readable $hash }}
+{{- else }}
+{{- printf "%s-%s" $kind $hash }}
 {{- end }}
 {{- end }}
 
