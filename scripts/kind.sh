@@ -11,8 +11,9 @@
 # Everything after `up` runs scripts/cluster/deploy.sh (shared with the local cluster).
 # DRY_RUN=1 prints the command sequence ("+ cmd ...") instead of running it.
 # Settings (environment): CLUSTER, NAMESPACE, RELEASE, IMAGE (repo:tag), CONTAINER_ENGINE
-# (docker|podman: the image reaches the nodes as an archive, `docker save` / `podman save`
-# then `kind load image-archive`), KIND, KUBECTL, HELM, MAKE, LOCAL_PORT, PROFILE, PROMETHEUS, TIMEOUT.
+# (docker|podman: the image reaches the nodes as an archive, `docker image save --platform`
+# / `podman save` then `kind load image-archive`), PLATFORM (linux/ARCH of the nodes), KIND,
+# KUBECTL, HELM, MAKE, LOCAL_PORT, PROFILE, PROMETHEUS, TIMEOUT.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -87,8 +88,8 @@ cmd_up() {
 
 # Everything after the cluster exists is scripts/cluster/deploy.sh, the same script the
 # local cluster (make cluster-deploy, tests/cluster) runs; here with TARGET=kind: the image
-# goes to the nodes as an archive (`docker save` / `podman save`, then `kind load
-# image-archive`), which works with both Docker image stores and with podman.
+# goes to the nodes as an archive (`docker image save --platform linux/ARCH` / `podman save`,
+# then `kind load image-archive`), which works with both Docker image stores and with podman.
 deploy() {
   (
     export DRY_RUN CLUSTER NAMESPACE RELEASE IMAGE CONTAINER_ENGINE KIND KUBECTL HELM MAKE \

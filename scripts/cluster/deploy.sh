@@ -24,7 +24,8 @@
 # BASE (registry|local: the base image of `make image`), REGISTRY (host:port[/path]), TAG,
 # CHART (a directory or oci://...), CHART_VERSION, VALUES (files, space-separated),
 # HELM_ARGS, KIND, KUBECTL, HELM, MAKE, CTR, CONTAINERD_ADDRESS, LOCAL_PORT, PROFILE,
-# LOCUST_ARGS, TIMEOUT.
+# LOCUST_ARGS, TIMEOUT, PLATFORM (linux/ARCH of the nodes for `docker image save`; default
+# the Docker daemon's architecture).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -138,13 +139,48 @@ step_image() {
   fi
 }
 
-# docker save works with both of Docker's image stores (classic and containerd); podman
-# and buildah write the same docker-archive format.
+# The platform of the nodes, linux/ARCH: PLATFORM when set, else the Docker daemon's
+# architecture (TARGET=kind runs its nodes there), else this machine's (uname -m).
+node_platform() {
+  if [ -n "${PLATFORM:-}" ]; then printf '%s\n' "$PLATFORM"; return 0; fi
+  local arch=""
+  if [ "$DRY_RUN" != 1 ] && [ "$CONTAINER_ENGINE" = docker ]; then
+    arch="$(docker version --format '{{.Server.Arch}}' 2>/dev/null || true)"
+  fi
+  if [ -z "$arch" ]; then
+    arch="$(uname -m)"
+    case "$arch" in
+      x86_64) arch=amd64 ;;
+      aarch64) arch=arm64 ;;
+      armv7l) arch=arm/v7 ;;
+      i386 | i686) arch=386 ;;
+    esac
+  fi
+  printf 'linux/%s\n' "$arch"
+}
+
+# With Docker's containerd image store (the default of current Docker Engine and Desktop) an
+# image built with BuildKit is an index holding a provenance attestation; a plain `docker
+# save` leaves that attestation's content out and `kind load image-archive` then fails with
+# "content digest ... not found" (kind issues #3795 and #4236). Saving one platform
+# (`docker image save --platform`, Docker 28 and newer) writes a complete archive with either
+# store. podman and buildah write the same docker-archive format.
+docker_save() {
+  local archive="$1"
+  if [ "$DRY_RUN" = 1 ] || docker image save --help 2>/dev/null | grep -q -- '--platform'; then
+    run docker image save --platform "$(node_platform)" -o "$archive" "$IMAGE"
+  else
+    log "docker image save has no --platform (Docker older than 28): saving every platform;"
+    log "with the containerd image store, build with --provenance=false if kind load fails"
+    run docker image save -o "$archive" "$IMAGE"
+  fi
+}
+
 step_load() {
   local archive="$ARCHIVE_DIR/fastapi-app-image-$$.tar" ref
   ref="$(node_image_repo):$(image_tag)"
   case "$CONTAINER_ENGINE" in
-    docker) run docker save -o "$archive" "$IMAGE" ;;
+    docker) docker_save "$archive" ;;
     podman) run podman "${STORAGE[@]}" save -o "$archive" "$ref" ;;
     buildah) run buildah "${STORAGE[@]}" push "$ref" "docker-archive:$archive:$ref" ;;
     *) log "CONTAINER_ENGINE must be docker, podman or buildah"; exit 2 ;;
@@ -254,7 +290,7 @@ step_loadtest() {
   run "$MAKE" loadtest "HOST=$host" "PROFILE=$PROFILE" ${LOCUST_ARGS:+"LOCUST_ARGS=$LOCUST_ARGS"}
 }
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
 
 [ $# -gt 0 ] || { usage >&2; exit 2; }
 for s in "$@"; do
