@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -77,6 +78,52 @@ def test_artifacthub_changes_repeat_the_current_changelog_section() -> None:
     changes = yaml.safe_load(annotations["artifacthub.io/changes"])
     current = _changelog_sections()[0][1]
     assert [(c["kind"], c["description"]) for c in changes] == current
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def _version_line(text: str) -> str:
+    m = re.search(r"^version:.*$", text, re.M)
+    assert m, "Chart.yaml has no `version:` line"
+    return m[0]
+
+
+def test_every_chart_change_bumps_the_version() -> None:
+    """A file under helm/fastapi-app that changed since the commit that last changed the
+    `version:` line of Chart.yaml (committed since, staged, edited or new) needs a new
+    version: either that commit is the newest chart change, or the version line is being
+    changed in the work tree now."""
+    chart_dir = CHART.relative_to(ROOT).as_posix()
+    chart_yaml = f"{chart_dir}/Chart.yaml"
+    if shutil.which("git") is None or _git("rev-parse", "--git-dir").returncode != 0:
+        pytest.skip("no git history (a tarball or an export): the version rule needs a clone")
+    # -G matches the commits whose diff adds or removes a line matching the regex
+    bump = _git("log", "-1", "--format=%H %P", "-G^version:", "--", chart_yaml)
+    assert bump.returncode == 0, bump.stderr
+    if not bump.stdout.strip():
+        pytest.skip(f"{chart_yaml} has no history in this repository (not committed yet)")
+    commit, *parents = bump.stdout.split()
+    if not parents and _git("rev-parse", "--is-shallow-repository").stdout.strip() == "true":
+        pytest.skip(f"shallow clone: {commit[:12]} is its boundary, not necessarily the bump")
+    then = _git("show", f"{commit}:./{chart_yaml}")
+    assert then.returncode == 0, then.stderr
+    if _version_line(then.stdout) != _version_line((CHART / "Chart.yaml").read_text()):
+        return  # the version is being bumped in the work tree
+    changed = _git("diff", "--name-only", commit, "--", chart_dir)
+    untracked = _git("ls-files", "--others", "--exclude-standard", "--", chart_dir)
+    assert changed.returncode == 0 and untracked.returncode == 0, changed.stderr
+    files = sorted(set(changed.stdout.split()) | set(untracked.stdout.split()))
+    assert not files, (
+        f"{chart_dir} changed since {commit[:12]}, the commit that last set its version "
+        f"({_version_line(then.stdout)}): {', '.join(files)}. Bump `version` in {chart_yaml} "
+        "(the patch version for a new value or a fix, the minor one for a changed default or a "
+        'removed or renamed value: see "Versions" in the chart README), add a section for it '
+        "to CHANGELOG.md and repeat its entries in annotations.artifacthub.io/changes."
+    )
 
 
 def test_chart_metadata() -> None:
