@@ -14,8 +14,19 @@ import time
 from pathlib import Path
 
 import httpx
+import yaml
 
-from tests.cluster.conftest import CLUSTER_DIR, ROOT, Cluster, Published, Release, figure, run
+from tests.cluster.conftest import (
+    CLUSTER_DIR,
+    ROOT,
+    VALUES_LOCAL,
+    Cluster,
+    Published,
+    Release,
+    figure,
+    restricted_namespace,
+    run,
+)
 from tests.support.server import free_port, terminate, wait_for
 
 
@@ -353,3 +364,48 @@ def test_upgrade_rolls_rollback_restores_uninstall_cleans(
         cluster.wait("nothing of the release left in the namespace", lambda: not leftovers(), 120)
     except AssertionError:
         raise AssertionError(f"left behind after helm uninstall: {leftovers()}") from None
+
+
+def test_turning_autoscaling_on_keeps_the_replica_count(
+    cluster: Cluster, published: Published
+) -> None:
+    """Issue 15: the upgrade that turns autoscaling on leaves spec.replicas out of the
+    Deployment (the HPA owns it from then on); without the chart's `lookup` of the live
+    Deployment the API server would reset it to 1 and remove pods until the HPA acts. Right
+    after the upgrade the Deployment still asks for the installed count (minReplicas is 1,
+    so nothing but that lookup keeps it at 2)."""
+    ns, name = "autoscale-switch", "switch"
+    fullname = f"{name}-fastapi-app"
+    chart = [published.chart, "--version", published.chart_version, "--plain-http", "-n", ns]
+    restricted_namespace(cluster, ns)
+    try:
+        cluster.helm(
+            "install", name, *chart, "-f", str(VALUES_LOCAL),
+            "--set", f"image.repository={cluster.registry}/fastapi-app",
+            "--set", f"image.tag={published.tag}",
+            "--set", "replicaCount=2",
+            "--wait", "--timeout", "300s",
+        )  # fmt: skip
+        before = cluster.json("-n", ns, "get", "deployment", fullname)
+        assert before["spec"]["replicas"] == 2
+        assert before["status"].get("readyReplicas") == 2, before["status"]
+        # the README's upgrade command; no --wait: read the Deployment as the upgrade left it
+        cluster.helm(
+            "upgrade", name, *chart, "--reset-then-reuse-values",
+            "--set", "autoscaling.enabled=true",
+            "--set", "autoscaling.minReplicas=1",
+            "--set", "autoscaling.maxReplicas=3",
+            "--timeout", "300s",
+        )  # fmt: skip
+        after = cluster.json("-n", ns, "get", "deployment", fullname)
+        assert after["spec"]["replicas"] == 2, after["spec"]
+        # the rendered manifest carries the live count (the lookup), the HPA takes over
+        manifest = cluster.helm("get", "manifest", name, "-n", ns).stdout
+        (deployment,) = [d for d in yaml.safe_load_all(manifest) if d and d["kind"] == "Deployment"]
+        assert deployment["spec"]["replicas"] == 2
+        (hpa,) = cluster.json("-n", ns, "get", "hpa")["items"]
+        assert hpa["spec"]["scaleTargetRef"]["name"] == fullname
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
+    finally:
+        cluster.helm("uninstall", name, "-n", ns, "--wait", check=False)
+        cluster.kc("delete", "namespace", ns, "--wait=false", check=False)
