@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import re
 import socket
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
 from app.platform.metrics import LATENCY_BUCKETS
-from tests.conftest import require_tool
+from tests.support.metrics import promtool_check
 from tests.support.server import GunicornServer, metric_value, wait_for
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
@@ -64,12 +63,8 @@ def test_exact_totals_across_workers(server: GunicornServer) -> None:
 
 
 def test_exposition_passes_promtool(server: GunicornServer) -> None:
-    promtool = require_tool("promtool", "apt-get install prometheus (or: make tools)")
     fresh_get(f"{server.base_url}/team/v1/hello")
-    result = subprocess.run(
-        [promtool, "check", "metrics"], input=server.scrape(), capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool_check(server.scrape())
 
 
 def test_metrics_port_serves_only_metrics(server: GunicornServer) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,12 +21,21 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.conftest import require_tool
+from tests.support.metrics import (
+    Ledger,
+    check_histogram_exact,
+    check_kit_exact,
+    drive,
+    kill_one_worker,
+    promtool_check,
+)
 from tests.support.otlp import OtlpReceiver
 from tests.support.peers import RedisServer, UpstreamServer
+from tests.support.server import TEAM_APP as APP
 from tests.support.server import GunicornServer, metric_value, wait_for
 
-APP = "tests.teamapp.main:app"
 ORIGIN = "https://shop.example"
+EDGE = "team-edge-1"  # TEAM_EDGE_HEADER: the team's outer middleware stamps X-Team-Edge
 ORDER = {"kind": "book", "amount": 2.5, "items": ["a", "b"], "note": "gift"}
 ORDER_ROUTE = "/team/{v}/users/{{uid}}/orders/{{oid}}"
 
@@ -78,6 +86,7 @@ def team(
         OTEL_TRACES_SAMPLER="always_on",
         OTEL_BSP_SCHEDULE_DELAY="100",
         APP_MAX_BODY_BYTES="4096",
+        TEAM_EDGE_HEADER=EDGE,
     )
     srv = GunicornServer(env, workers=2, app=APP).start(timeout=90)
     yield srv
@@ -90,20 +99,26 @@ def fresh(base_url: str) -> httpx.Client:
     return httpx.Client(base_url=base_url, headers={"Connection": "close"}, timeout=10)
 
 
-def test_nested_routers_are_labelled_with_full_templates(team: GunicornServer) -> None:
+def test_nested_routers_are_labelled_with_full_templates(
+    team: GunicornServer, receiver: OtlpReceiver
+) -> None:
+    """Metrics, access lines and span names carry the full template of a route three routers
+    deep, per API version; never the inner routers' own relative paths."""
     before = team.scrape()
     n = 12
     pids = set()
+    paths = set()
     for i in range(n):
+        uid = 7000 + i  # paths no other test uses: the spans are told apart by url.path
         with fresh(team.base_url) as c:
-            r = c.post(
-                f"/team/v1/users/{i}/orders/{i * 7}",
-                json=ORDER,
-                headers={"X-Request-ID": f"nest-{i}"},
-            )
+            path = f"/team/v1/users/{uid}/orders/{i * 7}"
+            r = c.post(path, json=ORDER, headers={"X-Request-ID": f"nest-{i}"})
             assert r.status_code == 200, r.text
             pids.add(r.json()["pid"])
-            assert c.get(f"/team/v2/users/{i}/orders/{i}").status_code == 200
+            paths.add(path)
+            get = f"/team/v2/users/{uid}/orders/{i}"
+            assert c.get(get).status_code == 200
+            paths.add(get)
     after = team.scrape()
     assert len(pids) == 2, "requests should have reached both workers"
     for version, method, count in (("v1", "POST", n), ("v2", "GET", n)):
@@ -120,9 +135,19 @@ def test_nested_routers_are_labelled_with_full_templates(team: GunicornServer) -
     assert len(access) == n
     assert {e["route"] for e in access} == {ORDER_ROUTE.format(v="v1")}
 
+    def server_spans() -> list:
+        got = [s for s in receiver.snapshot() if s.attributes.get("url.path") in paths]
+        return got if len(got) == 2 * n else []
+
+    spans = wait_for(server_spans, timeout=15)
+    names = sorted({(s.name, s.attributes["http.route"], s.kind) for s in spans})
+    assert names == [
+        ("GET /team/v2/users/{uid}/orders/{oid}", ORDER_ROUTE.format(v="v2"), 2),  # SERVER
+        ("POST /team/v1/users/{uid}/orders/{oid}", ORDER_ROUTE.format(v="v1"), 2),
+    ]
+
 
 def test_team_metrics_and_kit_metrics_side_by_side(team: GunicornServer) -> None:
-    promtool = require_tool("promtool", "sudo apt-get install -y prometheus")
     before = team.scrape()
     n = 20
     with ThreadPoolExecutor(4) as pool:
@@ -155,10 +180,7 @@ def test_team_metrics_and_kit_metrics_side_by_side(team: GunicornServer) -> None
         - metric_value(before, "http_requests_total", labels)
         == n
     )
-    check = subprocess.run(
-        [promtool, "check", "metrics"], input=after.encode(), capture_output=True, timeout=30
-    )
-    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+    promtool_check(after)
 
 
 def test_outgoing_call_span_is_a_child_of_the_server_span(
@@ -217,6 +239,31 @@ def test_cors_headers_on_the_apps_and_the_platforms_own_answers(team: GunicornSe
         assert "access-control-allow-origin" not in other.headers
 
 
+def test_a_teams_outer_middleware_wraps_the_platforms_own_answers(team: GunicornServer) -> None:
+    """``create_app(middleware=...)``: the team's pure ASGI layer (tests/teamapp/middleware.py,
+    on with TEAM_EDGE_HEADER) runs outside the platform, so its header is on the platform's
+    own answers too: probes, 404, 413, 500 (and the 503 of shedding, in the test below)."""
+    with fresh(team.base_url) as c:
+        answers = {
+            200: c.get("/team/v1/users/1"),
+            404: c.get("/team/v1/no/such/route"),
+            413: c.post(
+                "/team/v1/users/1/orders/1",
+                content=b"x" * 5000,  # APP_MAX_BODY_BYTES=4096 here
+                headers={"Content-Type": "application/json"},
+            ),
+            500: c.get("/team/v1/boom"),
+        }
+        probes = [c.get("/livez"), c.get("/readyz")]
+    for status, response in answers.items():
+        assert response.status_code == status, response.text
+        assert response.headers.get("x-team-edge") == EDGE, (status, response.headers)
+        assert response.headers["x-request-id"]  # and the platform's own headers
+    for probe in probes:
+        assert probe.status_code == 200
+        assert probe.headers.get("x-team-edge") == EDGE, probe.headers
+
+
 def raw_exchange(srv: GunicornServer, head: bytes) -> bytes:
     """Send ``head`` on a fresh connection; return everything until the server closes."""
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
@@ -251,7 +298,11 @@ def test_cors_on_the_platforms_503_and_the_protocols_408(
     redis_server: RedisServer, upstream: UpstreamServer
 ) -> None:
     env = team_env(
-        redis_server, upstream, APP_MAX_CONCURRENT_REQUESTS="1", APP_HEADER_TIMEOUT_SECONDS="1"
+        redis_server,
+        upstream,
+        APP_MAX_CONCURRENT_REQUESTS="1",
+        APP_HEADER_TIMEOUT_SECONDS="1",
+        TEAM_EDGE_HEADER=EDGE,
     )
     srv = GunicornServer(env, workers=1, app=APP).start(timeout=90)
     try:
@@ -265,6 +316,7 @@ def test_cors_on_the_platforms_503_and_the_protocols_408(
         assert shed.status_code == 503
         assert shed.headers["retry-after"] == "1"
         assert shed.headers["access-control-allow-origin"] == ORIGIN
+        assert shed.headers["x-team-edge"] == EDGE  # the team's outer middleware saw it too
         # A head that never completes: the protocol's 408 after APP_HEADER_TIMEOUT_SECONDS.
         # (the parser reports a header once the next line starts: "X-More" follows Origin)
         unfinished = f"GET /team/v1/users/1 HTTP/1.1\r\nOrigin: {ORIGIN}\r\nX-More: ".encode()
@@ -432,18 +484,27 @@ def test_websocket_idle_limit_and_close_1001_on_drain(
         with connect(f"{ws_url}/team/v1/ws/drain") as busy:
             busy.send("ping")
             assert busy.recv(timeout=5) == "drain: ping"
-            started = time.monotonic()
+            sigterm = time.monotonic()
             srv.send_signal(signal.SIGTERM)
+            draining = False
+            echoes_while_draining = 0
             with pytest.raises(ConnectionClosed) as closed:
-                while True:  # keeps talking during the drain delay, then is closed
+                while True:  # a chatty client: talks through the drain delay until closed
                     busy.send("still here")
-                    busy.recv(timeout=5)
-                    time.sleep(0.05)
+                    assert busy.recv(timeout=5) == "drain: still here"
+                    if draining:
+                        echoes_while_draining += 1
+                    else:  # the listener still serves: /readyz says the drain began
+                        readyz = httpx.get(f"{srv.base_url}/readyz", timeout=5)
+                        draining = readyz.status_code == 503
+                    time.sleep(0.05)  # the client's own pace, not a wait for the server
+            closed_after = time.monotonic() - sigterm
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        # The socket kept exchanging messages while /readyz said 503, and was closed when the
+        # drain delay (1 s) was over: not at SIGTERM, nor after the graceful timeout (20 s).
+        assert echoes_while_draining >= 1
+        assert 1.0 <= closed_after < 10, closed_after
         assert srv.proc is not None and srv.proc.wait(15) == 0
-        elapsed = time.monotonic() - started
-        # closed after the drain delay, and the worker did not wait for the graceful timeout
-        assert 1.0 <= elapsed < 20, elapsed
         codes = [e["close_code"] for e in srv.json_logs() if e.get("event") == "websocket"]
         assert codes == [1000, 1001]
     finally:
@@ -470,3 +531,78 @@ def test_blocking_route_does_not_block_the_event_loop(
     finally:
         srv.stop()
         srv.close()
+
+
+TEAM_KINDS = ("book", "game", "tool")
+TEAM_AMOUNTS = (0.5, 2.0, 7.5, 20.0)  # one per bucket of team_order_value; exact sums
+
+
+def team_order(base_url: str, i: int) -> tuple[str, float, int]:
+    kind, amount = TEAM_KINDS[i % len(TEAM_KINDS)], TEAM_AMOUNTS[i % len(TEAM_AMOUNTS)]
+    with fresh(base_url) as c:
+        r = c.post(f"/team/v1/users/{i}/orders/{i % 5}", json={"kind": kind, "amount": amount})
+    assert r.status_code == 200, r.text
+    return kind, amount, r.json()["pid"]
+
+
+def check_team_exact(srv: GunicornServer, ledger: Ledger) -> str:
+    """The team's Counter, Histogram and livesum Gauge and the kit's series of the order
+    route, all exactly what the clients did."""
+    text = srv.scrape()
+    check_kit_exact(text, ledger, "POST", ORDER_ROUTE.format(v="v1"))
+    for kind in TEAM_KINDS:
+        assert metric_value(text, "team_orders_total", {"kind": kind}) == ledger.kinds[kind]
+    check_histogram_exact(text, "team_order_value", ledger)
+    assert metric_value(text, "team_open_carts") == 0  # up and down within each request
+    return text
+
+
+def test_start_up_waits_for_the_resource_and_metrics_stay_exact_across_a_worker_kill(
+    upstream: UpstreamServer,
+) -> None:
+    """Two workers of the team's app whose Redis is not up yet (TEAM_REDIS_WAIT_SECONDS):
+    while their lifespans wait, /readyz cannot answer 200; once Redis is up each worker opens
+    its resources, then the platform marks it started and /readyz passes. Then the team's
+    and the kit's metrics stay exact (and promtool-clean) across a SIGKILLed worker."""
+    redis = RedisServer()  # started later: the pod came up before its database
+    env = team_env(redis, upstream, TEAM_REDIS_WAIT_SECONDS="60")
+    srv = GunicornServer(env, workers=2, app=APP).start(wait_ready=False)
+    try:
+
+        def both_waiting() -> bool:
+            waiting = {e["pid"] for e in srv.json_logs() if e.get("event") == "waiting for redis"}
+            return len(waiting) == 2
+
+        wait_for(both_waiting, timeout=60)
+        # No worker serves before its lifespan ran: the probe gets no answer at all.
+        with pytest.raises(httpx.TimeoutException):
+            httpx.get(f"{srv.base_url}/readyz", timeout=1)
+        events = [e.get("event") for e in srv.json_logs()]
+        assert "team resources opened" not in events and "application started" not in events
+        redis.start()
+        srv.wait_ready(timeout=60)
+        assert httpx.get(f"{srv.base_url}/readyz").json()["checks"] == {"redis": "ok"}
+        events = [e.get("event") for e in srv.json_logs()]
+        opened = [i for i, e in enumerate(events) if e == "team resources opened"]
+        started = [i for i, e in enumerate(events) if e == "application started"]
+        assert len(opened) == len(started) == 2
+        assert all(o < s for o, s in zip(opened, started, strict=True)), events
+
+        ledger = Ledger()
+        workers = set(srv.worker_pids())
+        assert len(workers) == 2
+        drive(srv, ledger, 60, team_order, need_pids=workers)
+        assert set(ledger.pids) == workers
+        promtool_check(check_team_exact(srv, ledger))
+
+        victim = min(workers, key=lambda p: ledger.pids[p])
+        live = kill_one_worker(srv, victim)
+        check_team_exact(srv, ledger)  # nothing lost with the dead worker
+        drive(srv, ledger, 30, team_order, need_pids=live - workers)
+        promtool_check(check_team_exact(srv, ledger))
+        assert metric_value(srv.scrape(), "gunicorn_worker_restarts_total") == 1
+        assert ledger.all_scrapes_ok(), ledger.scrape_statuses
+    finally:
+        srv.stop()
+        srv.close()
+        redis.close()

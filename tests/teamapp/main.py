@@ -2,7 +2,7 @@
 
 from app.platform.app_factory import create_app
 from app.platform.settings import load_settings_or_exit
-from tests.teamapp import api, resources
+from tests.teamapp import api, middleware, resources
 
 settings = load_settings_or_exit()
 app = create_app(
@@ -11,4 +11,5 @@ app = create_app(
     title="team-service",
     lifespan=resources.lifespan,
     readiness_checks=resources.readiness_checks(),
+    middleware=middleware.middleware(),
 )
