@@ -1,4 +1,9 @@
-"""Wiring only: the platform's app factory around the sample API's routers."""
+"""Wiring only: the platform's app factory around the sample API's exports.
+
+``app/api/__init__.py`` exports ``routers`` and, optionally, ``readiness_checks``,
+``lifespan`` and ``middleware`` (its docstring and README, "Extending the kit"); a team that
+replaces ``app/api/`` keeps this file as it is.
+"""
 
 from app import api
 from app.platform.app_factory import create_app
@@ -10,6 +15,7 @@ app = create_app(
     api.routers,
     title="fastapi-app",
     version="0.1.0",
-    readiness_checks=api.readiness_checks,
+    readiness_checks=getattr(api, "readiness_checks", None),
     lifespan=getattr(api, "lifespan", None),
+    middleware=getattr(api, "middleware", ()),
 )

@@ -1,25 +1,35 @@
 """The app in-process (Starlette's TestClient runs the lifespan): HTTP contract details.
 
 The real server is exercised in tests/integration; these pin the behaviour of the
-middleware, error handlers and health routes quickly and precisely.
+middleware, error handlers and health routes quickly and precisely. The platform's
+behaviour is tested around the team's app (``tests/teamapp``), so replacing the sample API
+in ``app/api/`` breaks only the sample API's own tests here (``test_sample_api*``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+import runpy
+import sys
+import types
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.testclient import TestClient
+from starlette.middleware import Middleware
 
-from app import api
+import app as app_package
+from app import api as sample_api
 from app.platform import lifecycle
 from app.platform.app_factory import create_app
 from app.platform.settings import Settings
+from tests.teamapp import api as team_api
+from tests.teamapp.middleware import EdgeHeader
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 boom = APIRouter()
@@ -36,8 +46,9 @@ async def cached() -> Response:
 
 
 def build(**overrides: Any) -> Any:
+    """The platform around the team's routers (``/team/v1/*``) and this module's two."""
     settings = Settings(**overrides)
-    return create_app(settings, [*api.routers, boom])
+    return create_app(settings, [*team_api.routers(), boom])
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +81,16 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     return body
 
 
-def test_sample_api(client: TestClient) -> None:
+@pytest.fixture
+def sample_client() -> Iterator[TestClient]:
+    """The sample API of ``app/api/`` (the SPEC's stand-in routes), for its own tests."""
+    app = create_app(Settings(), sample_api.routers)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_sample_api(sample_client: TestClient) -> None:
+    client = sample_client
     assert client.get("/api/v1/hello").json() == {"message": "Hello, world!"}
     assert client.get("/api/v1/hello", params={"name": "Ada"}).json() == {"message": "Hello, Ada!"}
     echo = client.post("/api/v1/echo", json={"message": "héllo"})
@@ -90,16 +110,25 @@ def test_sample_api(client: TestClient) -> None:
         ("GET", "/api/v1/wait", {"params": {"ms": -1}}),
     ],
 )
-def test_validation_errors_are_problems_with_fields(
-    client: TestClient, method: str, url: str, kwargs: dict[str, Any]
+def test_sample_api_limits_are_problems_with_fields(
+    sample_client: TestClient, method: str, url: str, kwargs: dict[str, Any]
 ) -> None:
-    body = assert_problem(client.request(method, url, **kwargs), 422)
+    """The SPEC's limits of the sample API's parameters."""
+    body = assert_problem(sample_client.request(method, url, **kwargs), 422)
     assert body["errors"] and all({"loc", "msg", "type"} <= e.keys() for e in body["errors"])
+
+
+def test_validation_errors_are_problems_with_fields(client: TestClient) -> None:
+    response = client.post("/team/v1/users/1/orders/2", json={"kind": "", "amount": 0})
+    body = assert_problem(response, 422)
+    assert {tuple(e["loc"]) for e in body["errors"]} == {("body", "kind"), ("body", "amount")}
+    assert all({"loc", "msg", "type"} <= e.keys() for e in body["errors"])
+    assert_problem(client.get("/team/v1/users/not-a-number"), 422)
 
 
 def test_not_found_and_method_not_allowed(client: TestClient) -> None:
     assert_problem(client.get("/nope"), 404)
-    assert_problem(client.delete("/api/v1/hello"), 405)
+    assert_problem(client.delete("/team/v1/hello"), 405)
 
 
 def test_metrics_are_not_on_the_app_port(client: TestClient) -> None:
@@ -114,17 +143,17 @@ def test_500_hides_the_exception(client: TestClient) -> None:
 
 
 def test_request_id_passthrough_and_replacement(client: TestClient) -> None:
-    ok = client.get("/api/v1/hello", headers={"X-Request-ID": "abc.DEF-123_x"})
+    ok = client.get("/team/v1/hello", headers={"X-Request-ID": "abc.DEF-123_x"})
     assert ok.headers["x-request-id"] == "abc.DEF-123_x"
     for bad in ["has space", "x" * 129, "semi;colon", ""]:
-        replaced = client.get("/api/v1/hello", headers={"X-Request-ID": bad})
+        replaced = client.get("/team/v1/hello", headers={"X-Request-ID": bad})
         assert HEX32.match(replaced.headers["x-request-id"]), bad
-    first = client.get("/api/v1/hello").headers["x-request-id"]
-    assert first != client.get("/api/v1/hello").headers["x-request-id"]
+    first = client.get("/team/v1/hello").headers["x-request-id"]
+    assert first != client.get("/team/v1/hello").headers["x-request-id"]
 
 
 def test_security_headers_on_success_and_error(client: TestClient) -> None:
-    for response in (client.get("/api/v1/hello"), client.get("/nope")):
+    for response in (client.get("/team/v1/hello"), client.get("/nope")):
         h = response.headers
         assert h["x-content-type-options"] == "nosniff"
         assert h["x-frame-options"] == "DENY"
@@ -145,13 +174,13 @@ def test_docs_off_by_default(client: TestClient) -> None:
 
 def test_docs_on_when_enabled() -> None:
     with TestClient(build(docs_enabled=True)) as c:
-        assert c.get("/openapi.json").json()["paths"]["/api/v1/hello"]
+        assert c.get("/openapi.json").json()["paths"]["/team/v1/users/{uid}/orders/{oid}"]
         assert c.get("/docs").status_code == 200
         assert c.get("/redoc").status_code == 200
 
 
 def test_body_over_limit_by_content_length(small_client: TestClient) -> None:
-    body = assert_problem(small_client.post("/api/v1/echo", content=b"x" * 101), 413)
+    body = assert_problem(small_client.post("/team/v1/echo", content=b"x" * 101), 413)
     assert "100 bytes" in body["detail"]
 
 
@@ -161,7 +190,7 @@ def test_chunked_body_over_limit(small_client: TestClient) -> None:
             yield b'{"message": "' + b"y" * 20
 
     response = small_client.post(
-        "/api/v1/echo", content=chunks(), headers={"content-type": "application/json"}
+        "/team/v1/echo", content=chunks(), headers={"content-type": "application/json"}
     )
     assert_problem(response, 413)
 
@@ -172,7 +201,7 @@ def test_chunked_body_under_limit_is_served(small_client: TestClient) -> None:
         yield b'"small"}'
 
     response = small_client.post(
-        "/api/v1/echo", content=chunks(), headers={"content-type": "application/json"}
+        "/team/v1/echo", content=chunks(), headers={"content-type": "application/json"}
     )
     assert response.json() == {"message": "small", "length": 5}
 
@@ -246,7 +275,7 @@ async def test_load_shedding_answers_fast_503_and_spares_probes() -> None:
     lifecycle.state.started = True
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-        slow = [c.get("/api/v1/wait", params={"ms": 300}) for _ in range(6)]
+        slow = [c.get("/team/v1/wait", params={"ms": 300}) for _ in range(6)]
         tasks = [asyncio.ensure_future(r) for r in slow]
         while app.in_flight < 2:  # noqa: ASYNC110  (poll until the limit is reached)
             await asyncio.sleep(0.001)
@@ -279,3 +308,84 @@ def test_lean_stack_unless_a_team_handles_500s_itself() -> None:
         response = c.get("/boom")
     assert response.status_code == 500 and response.text == "team handler"
     assert response.headers["x-request-id"]  # the platform's headers still apply
+
+
+def test_main_hands_the_api_package_s_exports_to_create_app(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A team replaces ``app/api/`` only: ``app.main`` must pass on its ``routers``,
+    ``readiness_checks``, ``lifespan`` and ``middleware`` (the last outside the platform,
+    so it also wraps the platform's own answers)."""
+    router = APIRouter(prefix="/shop")
+    opened: list[str] = []
+
+    @router.get("/pool")
+    async def pool(request: Request) -> dict[str, str]:
+        return {"pool": request.state.pool}
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[dict[str, str]]:
+        opened.append("pool")
+        yield {"pool": "open"}
+
+    async def db() -> None:
+        pass
+
+    team = types.ModuleType("app.api")
+    team.routers = [router]  # type: ignore[attr-defined]
+    team.readiness_checks = {"db": db}  # type: ignore[attr-defined]
+    team.lifespan = lifespan  # type: ignore[attr-defined]
+    team.middleware = [Middleware(EdgeHeader, value="shop")]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "app.api", team)
+    monkeypatch.setattr(app_package, "api", team)
+    served = runpy.run_module("app.main")["app"]  # a fresh app.main, this app.api
+    with TestClient(served, raise_server_exceptions=False) as c:
+        assert opened == ["pool"]
+        assert c.get("/shop/pool").json() == {"pool": "open"}
+        assert c.get("/readyz").json() == {"status": "ok", "checks": {"db": "ok"}}
+        for response in (c.get("/shop/pool"), c.get("/readyz"), c.get("/nope")):
+            assert response.headers["x-team-edge"] == "shop", response.request.url
+        assert_problem(c.get("/nope"), 404)
+
+
+@pytest.mark.anyio
+async def test_readyz_is_503_until_the_team_lifespan_has_opened_its_resources() -> None:
+    """The platform marks the worker started only once the team's lifespan has yielded:
+    while it is still opening its resources, /readyz answers 503 (starting)."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    resources: dict[str, str] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[dict[str, str]]:
+        entered.set()
+        await release.wait()  # e.g. the database is slow to accept the pool
+        resources["pool"] = "open"
+        yield {}
+        resources.clear()
+
+    app = create_app(Settings(), team_api.routers(), lifespan=lifespan)
+    messages: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    sent: list[dict[str, Any]] = []
+    started = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "lifespan.startup.complete":
+            started.set()
+
+    await messages.put({"type": "lifespan.startup"})
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    running = asyncio.ensure_future(app(scope, messages.get, send))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        await entered.wait()
+        body = assert_problem(await c.get("/readyz"), 503)
+        assert body["checks"] == {"startup": "pending"} and not resources
+        release.set()
+        await started.wait()
+        assert resources == {"pool": "open"}
+        assert (await c.get("/readyz")).json() == {"status": "ok", "checks": {}}
+    await messages.put({"type": "lifespan.shutdown"})
+    await running
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert not resources
