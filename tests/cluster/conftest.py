@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI
+from tests.conftest import figure as record_figure
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts" / "cluster"
@@ -40,8 +41,9 @@ UP_TIMEOUT = 3600  # cold: the Kubernetes binaries are built from Go modules fir
 
 
 def figure(name: str, value: str) -> None:
-    """Measured figures are printed (make test -s shows them), never asserted on."""
-    print(f"\nFIGURE {name}: {value}", flush=True)
+    """A measured figure, never asserted on: printed, and listed in the run's "figures"
+    section (``tests/conftest.py``)."""
+    record_figure(name, value)
 
 
 def kit_bin() -> Path:

@@ -2,8 +2,9 @@
 
 Every test here drives the real service (gunicorn master + UvicornWorkers) through
 ``tests.support.server``. The slow ones carry ``@pytest.mark.slow``; ``make test`` runs them
-all, ``pytest -m 'not slow'`` skips them while iterating. Each test prints its measured
-figures on one ``FIGURE`` line (``pytest -s`` or ``make test-resilience`` shows them).
+all, ``pytest -m 'not slow'`` skips them while iterating. Each test records its measured
+figures with :func:`figure` (``tests/conftest.py``): one ``FIGURE`` line each, listed with
+their targets in the "figures" section at the end of the run.
 """
 
 from __future__ import annotations
@@ -13,13 +14,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import figure as figure  # re-exported: the suite imports it from here
 from tests.support.server import free_port, terminate, wait_for
-
-
-def figure(name: str, **values: object) -> None:
-    """Print one measured figure line, greppable in the test output."""
-    shown = " ".join(f"{k}={v}" for k, v in values.items())
-    print(f"FIGURE {name}: {shown}", flush=True)
 
 
 @dataclass
@@ -164,6 +160,21 @@ class HAProxy:
 
     def stop(self) -> None:
         terminate(self.proc)
+
+
+def server_socket_open(server_port: int, client_port: int) -> bool:
+    """Whether a process still holds the server's end of a loopback connection.
+
+    Read from ``/proc/net/tcp``: once the server has closed its socket the entry is gone or
+    left to the kernel (inode 0), whatever the client's end still shows; no write from the
+    client is needed to find out (a write would be data the server must handle).
+    """
+    local, remote = f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[2] == remote:
+            return fields[9] != "0"
+    return False
 
 
 def poll_until(condition, timeout: float = 20.0, interval: float = 0.05):

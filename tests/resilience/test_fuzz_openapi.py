@@ -31,6 +31,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.resilience.helpers import figure
 from tests.support.server import REPO, SAMPLE_APP, GunicornServer, clean_env, running_server
 
 EXAMPLES = 30
@@ -95,5 +96,5 @@ def test_error_responses_are_documented() -> None:
     seen = sorted(
         {m.split(":", 1)[0] + ": " + m.split("- ", 1)[-1].split("\n")[0] for m in DOC_MISMATCHES}
     )
-    print(f"FIGURE fuzz: cases={len(CASES_RUN)} doc_mismatches={len(DOC_MISMATCHES)}")
+    figure("fuzz", cases=len(CASES_RUN), doc_mismatches=len(DOC_MISMATCHES))
     assert not DOC_MISMATCHES, "\n".join(seen)

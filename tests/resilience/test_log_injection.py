@@ -16,6 +16,7 @@ import socket
 
 import httpx
 
+from tests.resilience.helpers import figure
 from tests.support.server import running_server
 
 MARK = "pwned"
@@ -133,8 +134,10 @@ def test_hostile_input_never_forges_a_log_line() -> None:
     # Caller text sits inside JSON values, decoded intact (proof it was escaped, not cut).
     logged_paths = {e["path"] for e in access}
     assert '/team/v1/hello\r\n{"pwned":1}' in logged_paths
-    print(
-        f"FIGURE log-injection: requests={len(ids)} access_lines={len(access)} "
-        f"stdout_lines={len(lines)} all_json=True",
-        flush=True,
+    figure(
+        "log-injection",
+        requests=len(ids),
+        access_lines=len(access),
+        stdout_lines=len(lines),
+        all_json=True,
     )
