@@ -26,23 +26,33 @@ only counts against ``APP_MAX_CONCURRENT_REQUESTS`` once its body is in.
 Write time: a response whose writes are blocked (transport above its high-water mark) and
 whose write buffer has not shrunk for ``APP_BODY_TIMEOUT_SECONDS`` (the peer reads nothing)
 is aborted, so a reader that takes nothing cannot hold a task, a slot or the buffered
-response for ever. A reader taking a few bytes at a time is progress, as for nginx's
-``send_timeout``; such slow readers hold no slot anyway when the response is sent in one
-piece, as the app's responses are (measured with slowhttptest ``-X``).
+response for ever. A reader taking a few bytes at a time is progress once the kernel takes
+more of the response (as for nginx's ``send_timeout``); slowhttptest ``-X`` readers taking
+32 bytes every 2 s of an 8 MiB response never free enough for that and are cut like
+readers taking nothing. Meanwhile a response sent in one piece, as the app's are, holds no
+slot (its handler has returned; its bytes wait in the worker's memory), while a streamed
+one holds its request and slot until it is read or cut. The same deadline
+bounds a WebSocket peer that reads nothing while the server sends
+(:class:`LimitedWebSocketsProtocol`): uvicorn's ping timeout alone does not, as its close
+waits for a write buffer that never drains, with the handler blocked in ``send``.
 
-Cost: none of the deadlines arms a timer. Each costs a request at most one clock read (the
+Cost: none of the HTTP deadlines arms a timer. Each costs a request at most one clock read (the
 head's; a body read one per chunk that leaves the body incomplete): the server sweeps its
 connections once a second (``worker.DrainingServer.on_tick``), so a slow client is cut
 between the timeout and a second after it.
 
-Early responses (413, 431, 503, any response that starts while the request body is still
-arriving): the response carries ``Connection: close`` and the connection is closed the way
-nginx does it, a *lingering close*: stop writing (``write_eof``: the peer reads the whole
-response, then end-of-file), keep reading and discarding what the client still sends, and
-close once it has gone quiet, or stopped sending, or the bounds below are reached. Closing
-with unread bytes in the kernel's receive buffer instead makes the kernel send a reset,
-which can destroy the response before the client reads it (measured: about half of the
-Python ``urllib`` uploads of 2 MiB got ``BrokenPipeError`` instead of their 413).
+Early responses, those that start before the request (head and body) has been read: 413 from
+``Content-Length`` (or once a chunked body passes the limit), 431, 408 (head or body
+deadline), and any response the application sends before reading the whole body (a route
+that answers without reading it). A 503 is never early: a request with a body is only
+admitted (or shed) once its body is in. An early response carries ``Connection: close`` and
+the connection is closed the way nginx does it, a *lingering close*: stop writing
+(``write_eof``: the peer reads the whole response, then end-of-file), keep reading and
+discarding what the client still sends, and close once it has gone quiet, or stopped
+sending, or the bounds below are reached. Closing with unread bytes in the kernel's receive
+buffer instead makes the kernel send a reset, which can destroy the response before the
+client reads it (measured: about half of the Python ``urllib`` uploads of 2 MiB got
+``BrokenPipeError`` instead of their 413).
 Bounds: ``LINGER_SECONDS`` in all (nginx ``lingering_time`` 30 s), ``LINGER_IDLE_SECONDS``
 without a byte (nginx ``lingering_timeout`` 5 s), ``LINGER_MAX_BYTES`` discarded; after a
 408 the linger is short (``TIMEOUT_LINGER_SECONDS``): that client was already too slow.
@@ -52,7 +62,8 @@ contract test: ``HttpToolsProtocol`` attributes ``cycle``, ``transport``, ``flow
 ``loop``, ``logger``, ``server_state.total_requests`` and methods ``connection_made``,
 ``data_received``, ``on_url``, ``on_header``, ``on_headers_complete``,
 ``on_message_complete``, ``pause_writing``, ``resume_writing``,
-``send_400_response``, ``_unset_keepalive_if_required``; ``RequestResponseCycle``
+``send_400_response``, ``_unset_keepalive_if_required``, ``handle_websocket_upgrade``,
+``ws_protocol_class``; ``RequestResponseCycle``
 (subclassed, and the module name ``httptools_impl.RequestResponseCycle`` rebound to the
 subclass: ``on_headers_complete`` builds each cycle from it) with ``send``, ``receive``,
 ``on_response`` (the protocol's bound ``on_response_complete`` while the app runs, called
@@ -60,19 +71,25 @@ after ``transport.close()``; replaced while lingering),
 ``transport``, ``keep_alive``, ``more_body``, ``response_started``, ``response_complete``,
 ``disconnected``, ``message_event``, and its behaviour of writing ``connection: close``
 and calling ``transport.close()`` after the last body message when ``keep_alive`` is
-false; ``FlowControl.read_paused`` / ``resume_reading``.
+false; ``FlowControl.read_paused`` / ``resume_reading``; ``WebSocketsSansIOProtocol`` (the
+protocol uvicorn picks when ``websockets`` is installed, subclassed) with ``loop``,
+``logger``, ``transport``, ``queue``, ``close_sent``, ``pause_writing``, ``resume_writing``,
+``connection_lost`` and ``keepalive_timeout`` (its pong deadline's callback).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from app.platform.errors import PROBLEM_JSON, problem_body
+from app.platform.websockets import PING_TIMEOUT_REASON
 
 _TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
 _TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\n"
@@ -243,6 +260,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().resume_writing()
         self._write_since = None
 
+    def handle_websocket_upgrade(self) -> None:
+        # uvicorn's own WebSocket protocol, with the write deadline (only on an upgrade).
+        if self.ws_protocol_class is WebSocketsSansIOProtocol:
+            self.ws_protocol_class = LimitedWebSocketsProtocol
+        super().handle_websocket_upgrade()
+
     def send_400_response(self, msg: str) -> None:
         # uvicorn answers any parser error with 400; ours gets its precise status.
         if self._too_large:
@@ -382,3 +405,60 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 + body
             )
             self.linger(linger)
+
+
+class LimitedWebSocketsProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol with the stalled-write deadline of HTTP responses.
+
+    A peer that reads nothing while the server sends fills the socket buffers, then the
+    transport's: writes pause and the handler's next ``send`` waits for ever. uvicorn's ping
+    timeout does not end that (its ``transport.close()`` waits for the buffer to drain), nor
+    does the idle limit (the handler is sending, not receiving). Here, once writes have been
+    paused for ``APP_BODY_TIMEOUT_SECONDS`` without the buffer shrinking, the connection is
+    aborted: the handler's ``send`` fails with a disconnect and the socket is freed. A timer
+    armed only while writes are paused: no cost for a peer that keeps up.
+
+    A ping timeout is also told to the handler (``websocket.disconnect``, 1011, reason
+    :data:`PING_TIMEOUT_REASON`) rather than the 1005 uvicorn reports once the socket is
+    gone, so the access line says why the session ended.
+    """
+
+    _stall: asyncio.TimerHandle | None = None
+    _stall_left = 0
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._stall_left = self.transport.get_write_buffer_size()
+        self._stall = self.loop.call_later(LimitedHttpToolsProtocol.body_timeout, self._stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        super().connection_lost(exc)
+
+    def _stalled(self) -> None:
+        self._stall = None
+        left = self.transport.get_write_buffer_size()
+        if left == 0:
+            return
+        seconds = LimitedHttpToolsProtocol.body_timeout
+        if left < self._stall_left:  # the peer took some: the deadline restarts
+            self._stall_left = left
+            self._stall = self.loop.call_later(seconds, self._stalled)
+            return
+        self.logger.warning("websocket messages not read by the peer for %gs", seconds)
+        self.transport.abort()
+
+    def keepalive_timeout(self) -> None:
+        if not (self.close_sent or self.transport.is_closing()):
+            self.queue.put_nowait(
+                {"type": "websocket.disconnect", "code": 1011, "reason": PING_TIMEOUT_REASON}
+            )
+        super().keepalive_timeout()

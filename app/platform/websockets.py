@@ -16,7 +16,9 @@ wraps the app's ``receive`` and ``send`` for the life of the connection:
 - idle limit: while the handler waits for the peer, a peer silent for
   ``APP_WS_IDLE_TIMEOUT_SECONDS`` is closed (1000, "idle timeout"); a dead peer is found
   sooner by uvicorn's protocol pings (``APP_WS_PING_INTERVAL_SECONDS`` /
-  ``APP_WS_PING_TIMEOUT_SECONDS``, set in ``worker.py``);
+  ``APP_WS_PING_TIMEOUT_SECONDS``, set in ``worker.py``): 1011, ``closed_by: "ping"``; a
+  peer that reads nothing while the handler sends is cut by the stalled-write deadline
+  (``APP_BODY_TIMEOUT_SECONDS``, ``protocol.LimitedWebSocketsProtocol``): 1006;
 - drain: when ``APP_SHUTDOWN_DELAY_SECONDS`` has passed after SIGTERM
   (``lifecycle.state.end_drain``), every open session is closed with 1001 ("going away")
   and the handler's pending ``receive`` returns ``websocket.disconnect``, so a worker is not
@@ -44,6 +46,8 @@ GOING_AWAY = 1001
 NORMAL = 1000
 INTERNAL_ERROR = 1011
 ABNORMAL = 1006  # no close frame (RFC 6455 7.1.5): the connection just ended
+# uvicorn's close reason on a ping timeout; protocol.py also hands it to the handler
+PING_TIMEOUT_REASON = "keepalive ping timeout"
 _valid_request_id = re.compile(rb"[A-Za-z0-9._-]{1,128}").fullmatch
 
 
@@ -80,7 +84,9 @@ class _Session:
                 self.messages_in += 1
             elif kind == "websocket.disconnect" and self.close_code is None:
                 self.close_code = message.get("code", ABNORMAL)
-                self.closed_by = "client"
+                self.closed_by = (
+                    "ping" if message.get("reason") == PING_TIMEOUT_REASON else "client"
+                )
             return message
         pending.cancel()
         if not self._closing.done():  # the idle limit passed

@@ -3,9 +3,14 @@
 Against the real master serving ``tests.resilience.attack_app`` (its ``/attack/ws`` echo
 never closes on its own):
 
-- a peer that completes the handshake and then neither reads nor answers pings is closed
-  once a ping goes unanswered (``APP_WS_PING_INTERVAL_SECONDS`` + ``..._TIMEOUT_SECONDS``);
-  negative control: with pings off the same peer stays open;
+- a peer that completes the handshake and then never answers pings is closed once a ping
+  goes unanswered (``APP_WS_PING_INTERVAL_SECONDS`` + ``..._TIMEOUT_SECONDS``): close frame
+  1011 "keepalive ping timeout", access line ``closed_by: "ping"``; negative control: with
+  pings off the same peer stays open;
+- a peer that reads nothing while the handler streams to it (``/attack/ws-flood``) is cut
+  by the stalled-write deadline (``APP_BODY_TIMEOUT_SECONDS``); negative control: with a
+  600 s deadline it stays connected although its pings went unanswered long before, as
+  uvicorn's close after a ping timeout waits for a write buffer that never drains;
 - a peer that answers pings but sends nothing is closed at the idle limit
   (``APP_WS_IDLE_TIMEOUT_SECONDS``, close 1000);
 - on SIGTERM, open sessions are closed with 1001 when the drain delay ends and the master
@@ -18,6 +23,8 @@ import base64
 import os
 import signal
 import socket
+import struct
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -27,7 +34,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests.resilience.helpers import figure
-from tests.support.server import GunicornServer, wait_for
+from tests.support.server import GunicornServer, metric_value, wait_for
 
 APP = "tests.resilience.attack_app:app"
 
@@ -43,13 +50,14 @@ def serving(env: dict[str, str], workers: int = 1) -> Iterator[GunicornServer]:
         server.close()
 
 
-def silent_peer(port: int) -> socket.socket:
-    """A raw WebSocket handshake, then nothing: no reads, no pongs."""
+def silent_peer(port: int, path: str = "/attack/ws") -> socket.socket:
+    """A raw WebSocket handshake, then nothing: no reads (until the test reads), no pongs."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a peer with no room
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         (
-            "GET /attack/ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
     )
@@ -62,42 +70,115 @@ def silent_peer(port: int) -> socket.socket:
     return sock
 
 
-def closed_by_server(sock: socket.socket, limit: float) -> float | None:
+def read_until_closed(sock: socket.socket, limit: float) -> tuple[float | None, bytes]:
     """Seconds until the server ends the connection (reading everything it sends: ping
-    frames, then a close frame or end-of-file), or None if it is still open at ``limit``."""
+    frames, then a close frame or end-of-file; None if it is still open at ``limit``) and
+    the bytes read."""
     start = time.monotonic()
     sock.settimeout(0.2)
+    data = b""
     while time.monotonic() - start < limit:
         try:
             chunk = sock.recv(65536)
         except TimeoutError:
             continue
         except ConnectionResetError:
-            return time.monotonic() - start
+            return time.monotonic() - start, data
         if not chunk:
-            return time.monotonic() - start
-    return None
+            return time.monotonic() - start, data
+        data += chunk
+    return None, data
+
+
+def frames(data: bytes) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of each unmasked frame a server sent."""
+    out = []
+    while len(data) >= 2:
+        opcode, size, at = data[0] & 0x0F, data[1] & 0x7F, 2
+        if size == 126:
+            (size,), at = struct.unpack("!H", data[2:4]), 4
+        elif size == 127:
+            (size,), at = struct.unpack("!Q", data[2:10]), 10
+        out.append((opcode, data[at : at + size]))
+        data = data[at + size :]
+    return out
+
+
+def ws_lines(server: GunicornServer) -> list[dict]:
+    return [e for e in server.json_logs() if e.get("event") == "websocket"]
 
 
 def test_a_silent_peer_is_closed_when_a_ping_goes_unanswered() -> None:
     """The peer does read here (the kernel would buffer the pings anyway) but never
-    answers: the unanswered ping closes it."""
+    answers: the unanswered ping closes it, with 1011 and uvicorn's reason, and the access
+    line says the ping timeout ended it."""
     env = {"APP_WS_PING_INTERVAL_SECONDS": "1", "APP_WS_PING_TIMEOUT_SECONDS": "1"}
     with serving(env) as server, silent_peer(server.port) as sock:
-        took = closed_by_server(sock, limit=10)
-        lines = wait_for(
-            lambda: [e for e in server.json_logs() if e.get("event") == "websocket"], timeout=5
-        )
-    figure("ws_silent_peer", ping_interval_s=1, ping_timeout_s=1, closed_after_s=took)
-    assert took is not None, "a peer that never answers pings was still open after 10 s"
-    print(lines[-1])
+        took, data = read_until_closed(sock, limit=30)
+        lines = wait_for(lambda: ws_lines(server), timeout=30)
+    shown = None if took is None else round(took, 2)
+    figure("ws_silent_peer", ping_interval_s=1, ping_timeout_s=1, closed_after_s=shown)
+    assert took is not None, "a peer that never answers pings was still open after 30 s"
+    assert took >= 2 * 0.9  # one interval, then one timeout
+    received = frames(data)
+    assert [op for op, _ in received if op != 0x9] == [0x8], received  # pings, then close
+    code, reason = struct.unpack("!H", received[-1][1][:2])[0], received[-1][1][2:]
+    assert (code, reason) == (1011, b"keepalive ping timeout"), received[-1]
+    assert (lines[-1]["close_code"], lines[-1]["closed_by"]) == (1011, "ping"), lines[-1]
 
 
 def test_control_without_pings_the_silent_peer_stays_open() -> None:
     env = {"APP_WS_PING_INTERVAL_SECONDS": "0", "APP_WS_IDLE_TIMEOUT_SECONDS": "600"}
     with serving(env) as server, silent_peer(server.port) as sock:
-        took = closed_by_server(sock, limit=4)
+        took, _ = read_until_closed(sock, limit=4)
     assert took is None, f"closed after {took}s with pings off and a 600 s idle limit"
+
+
+def ws_in_progress(server: GunicornServer) -> float:
+    return metric_value(server.scrape(), "websocket_connections_in_progress")
+
+
+def test_a_peer_that_reads_nothing_is_cut_at_the_write_deadline() -> None:
+    """The handler streams 64 KiB messages; the peer reads none: once the socket buffers
+    and the transport's are full, writes stay paused and the deadline aborts the
+    connection; the handler's blocked ``send`` ends with a disconnect."""
+    deadline = 2
+    env = {"APP_BODY_TIMEOUT_SECONDS": str(deadline), "APP_WS_IDLE_TIMEOUT_SECONDS": "600"}
+    with serving(env) as server, silent_peer(server.port, "/attack/ws-flood"):
+        start = time.monotonic()
+        wait_for(lambda: ws_in_progress(server) == 1, timeout=30)
+        (line,) = wait_for(lambda: ws_lines(server), timeout=deadline + 60)
+        took = time.monotonic() - start
+        warned = [e for e in server.json_logs() if "not read by the peer" in e.get("event", "")]
+        gauge = ws_in_progress(server)
+    figure(
+        "ws_peer_reading_nothing",
+        write_deadline_s=deadline,
+        closed_after_s=round(took, 2),
+        session_ms=line["duration_ms"],
+        messages_sent=line["messages_out"],
+    )
+    assert warned and warned[0]["level"] == "warning", warned
+    assert line["close_code"] == 1006 and line["messages_out"] > 0, line
+    assert line["duration_ms"] >= deadline * 1000 * 0.9, line  # not before the deadline
+    assert gauge == 0
+
+
+def test_control_with_a_lax_write_deadline_the_peer_stays_connected() -> None:
+    """Pings every second with a 1 s timeout go unanswered, yet with a 600 s write
+    deadline the peer is still connected well after: the ping timeout alone does not bound
+    a peer that reads nothing (uvicorn's close waits for the buffer to drain)."""
+    env = {
+        "APP_BODY_TIMEOUT_SECONDS": "600",
+        "APP_WS_PING_INTERVAL_SECONDS": "1",
+        "APP_WS_PING_TIMEOUT_SECONDS": "1",
+        "APP_WS_IDLE_TIMEOUT_SECONDS": "600",
+    }
+    with serving(env) as server, silent_peer(server.port, "/attack/ws-flood"):
+        wait_for(lambda: ws_in_progress(server) == 1, timeout=30)
+        threading.Event().wait(6)  # the window in which nothing may end it (3 ping rounds)
+        assert ws_in_progress(server) == 1
+        assert not ws_lines(server), ws_lines(server)
 
 
 def test_a_peer_that_sends_nothing_is_closed_at_the_idle_limit() -> None:
@@ -105,7 +186,7 @@ def test_a_peer_that_sends_nothing_is_closed_at_the_idle_limit() -> None:
     with serving(env) as server:
         with connect(f"ws://127.0.0.1:{server.port}/attack/ws", open_timeout=10) as ws:
             ws.send("hello")
-            assert ws.recv(timeout=5) == "hello"
+            assert ws.recv(timeout=30) == "hello"
             start = time.monotonic()
             with pytest.raises(ConnectionClosed) as closed:
                 ws.recv(timeout=15)  # answers pings meanwhile (the library does)
@@ -129,7 +210,7 @@ def test_sigterm_closes_sessions_after_the_drain_and_does_not_wait_for_them() ->
                 connect(f"ws://127.0.0.1:{server.port}/attack/ws", open_timeout=10)
             )
             ws.send(f"m{i}")
-            assert ws.recv(timeout=5) == f"m{i}"
+            assert ws.recv(timeout=30) == f"m{i}"
             sessions.append(ws)
         start = time.monotonic()
         server.send_signal(signal.SIGTERM)
