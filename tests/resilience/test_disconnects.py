@@ -8,6 +8,8 @@ http.client connection closed before reading. Then, on the real gunicorn master:
 - the in-progress gauge on the master's metrics port is back to 0;
 - each abandoned request has exactly one access line, status 499 (client closed request);
 - the worker's open file descriptors are back to where they were (no socket leaked);
+- the worker's asyncio tasks are back to their count before (no handler, body reader or
+  timer task left behind), read from the attack app's ``GET /attack/tasks``;
 - every concurrency slot is free: as many concurrent slow requests as the limit allows are
   all served (a leaked slot would turn one of them into a 503), and a normal request too.
 """
@@ -31,6 +33,7 @@ from tests.resilience.helpers import figure
 from tests.support.server import GunicornServer, metric_value, running_server, wait_for
 
 LIMIT = 20  # APP_MAX_CONCURRENT_REQUESTS of the one worker
+APP = "tests.resilience.attack_app:app"  # the team's routes and GET /attack/tasks
 ABANDONED = 1000
 THREADS = 4
 
@@ -38,8 +41,13 @@ THREADS = 4
 @pytest.fixture(scope="module")
 def server() -> Iterator[GunicornServer]:
     env = {"APP_MAX_CONCURRENT_REQUESTS": str(LIMIT)}
-    with running_server(env, workers=1) as srv:
+    with running_server(env, workers=1, app=APP) as srv:
         yield srv
+
+
+def tasks(server: GunicornServer) -> int:
+    """The worker's count of asyncio tasks, this request's own included (as every time)."""
+    return httpx.get(f"{server.base_url}/attack/tasks", timeout=30).json()["tasks"]
 
 
 def open_fds(pid: int) -> int:
@@ -110,8 +118,9 @@ KINDS = (
 @pytest.mark.slow
 def test_abandoned_requests_free_everything(server: GunicornServer) -> None:
     (worker,) = server.worker_pids()
-    assert httpx.get(f"{server.base_url}/team/v1/hello", timeout=5).status_code == 200
+    assert httpx.get(f"{server.base_url}/team/v1/hello", timeout=30).status_code == 200
     fds_before = open_fds(worker)
+    tasks_before = tasks(server)
     ids = {f"gone-{i}": KINDS[i % len(KINDS)] for i in range(ABANDONED)}
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -134,7 +143,7 @@ def test_abandoned_requests_free_everything(server: GunicornServer) -> None:
     def gauge() -> float:
         return metric_value(server.scrape(), "http_requests_in_progress")
 
-    wait_for(lambda: gauge() == 0, timeout=20, interval=0.2)
+    wait_for(lambda: gauge() == 0, timeout=30, interval=0.2)
 
     def lines_by_id() -> dict[str, list[dict]] | None:
         found: dict[str, list[dict]] = {}
@@ -144,7 +153,7 @@ def test_abandoned_requests_free_everything(server: GunicornServer) -> None:
         return found if len(found) == len(ids) else None
 
     try:
-        found = wait_for(lines_by_id, timeout=20, interval=0.5)
+        found = wait_for(lines_by_id, timeout=30, interval=0.5)
     except TimeoutError:
         found = {}
         for line in server.access_logs():
@@ -165,8 +174,15 @@ def test_abandoned_requests_free_everything(server: GunicornServer) -> None:
     assert not wrong, wrong
     assert sum(n for (_, status), n in statuses.items() if status == 499) >= ABANDONED * 0.9
 
-    # No socket leaked.
-    wait_for(lambda: open_fds(worker) <= fds_before, timeout=20, interval=0.2)
+    # No socket leaked, no task left behind.
+    wait_for(lambda: open_fds(worker) <= fds_before, timeout=30, interval=0.2)
+
+    def tasks_settled() -> int | None:
+        count = tasks(server)  # never 0: the request asking is a task
+        return count if count <= tasks_before else None
+
+    tasks_after = wait_for(tasks_settled, timeout=30)
+    figure("disconnects_leaks", tasks_before=tasks_before, tasks_after=tasks_after)
 
     # Every slot free: LIMIT concurrent slow requests all served.
     with ThreadPoolExecutor(LIMIT) as pool:
@@ -174,12 +190,12 @@ def test_abandoned_requests_free_everything(server: GunicornServer) -> None:
             pool.map(
                 lambda _: (
                     httpx.get(
-                        f"{server.base_url}/team/v1/wait", params={"ms": 500}, timeout=10
+                        f"{server.base_url}/team/v1/wait", params={"ms": 500}, timeout=30
                     ).status_code
                 ),
                 range(LIMIT),
             )
         )
     assert codes == [200] * LIMIT, Counter(codes)
-    assert httpx.get(f"{server.base_url}/team/v1/hello", timeout=5).status_code == 200
+    assert httpx.get(f"{server.base_url}/team/v1/hello", timeout=30).status_code == 200
     assert gauge() == 0
