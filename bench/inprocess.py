@@ -1,6 +1,7 @@
 """Hardened vs bare FastAPI through uvicorn's real HTTP protocol, in one process.
 
-    .venv/bin/python bench/inprocess.py [--rounds 30] [--requests 800] [--ratio 0.1]
+    .venv/bin/python bench/inprocess.py [--route hello|orders] [--rounds 30] [--requests 800]
+                                        [--ratio 0.1]
 
 No sockets and no wrk: each app is served by the worker's own protocol class
 (``LimitedHttpToolsProtocol``, httptools parser, uvicorn's response writer) on 16
@@ -26,7 +27,17 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-REQUEST = b"GET /api/v1/hello?name=bench HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
+HELLO = b"GET /api/v1/hello?name=bench HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
+_ORDER = b'{"sku":"sku-42","quantity":3,"unit_price":9.5,"note":"leave at the door"}'
+
+
+def _order_request(uid: int) -> bytes:
+    return (
+        b"POST /shop/v1/users/%d/orders HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+    ) % (uid, len(_ORDER), _ORDER)
+
+
 CONNECTIONS = 16
 
 
@@ -99,7 +110,9 @@ def _connections(app: Any) -> list[tuple[Any, _Transport]]:
     return out
 
 
-async def _measure(apps: dict[str, Any], rounds: int, requests: int) -> dict[str, float]:
+async def _measure(
+    apps: dict[str, Any], requests_of: list[bytes], rounds: int, requests: int
+) -> dict[str, float]:
     lifespans = [await _lifespan(app) for app in apps.values()]
     gc.collect()
     gc.freeze()  # as the workers do (post_worker_init)
@@ -112,10 +125,10 @@ async def _measure(apps: dict[str, Any], rounds: int, requests: int) -> dict[str
             start = time.process_time()
             for _ in range(batches):
                 waiters = []
-                for protocol, transport in connections:
+                for (protocol, transport), request in zip(connections, requests_of, strict=True):
                     transport.waiter = loop.create_future()
                     waiters.append(transport.waiter)
-                    protocol.data_received(REQUEST)
+                    protocol.data_received(request)
                 for waiter in waiters:
                     await waiter
             per_request = (time.process_time() - start) / (batches * CONNECTIONS) * 1e6
@@ -128,6 +141,7 @@ async def _measure(apps: dict[str, Any], rounds: int, requests: int) -> dict[str
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--route", choices=("hello", "orders"), default="hello")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--requests", type=int, default=800, help="per app per round")
     parser.add_argument("--ratio", default="0.1", help="trace sampling ratio of the hardened app")
@@ -143,15 +157,25 @@ def main() -> int:
     try:
         import uvloop
 
-        from app.main import app
-        from bench.apps import bare
+        if args.route == "hello":
+            from app.main import app as hardened
+            from bench.apps import bare
 
-        best = uvloop.run(_measure({"bare": bare, "hardened": app}, args.rounds, args.requests))
+            requests_of = [HELLO] * CONNECTIONS
+        else:
+            from bench.apps import orders_bare as bare
+            from bench.apps import orders_hardened as hardened
+
+            requests_of = [_order_request(uid) for uid in range(1, CONNECTIONS + 1)]
+        apps = {"bare": bare, "hardened": hardened}
+        best = uvloop.run(_measure(apps, requests_of, args.rounds, args.requests))
     finally:
         sys.stdout.close()
         sys.stdout = stdout
         sink.stop()
-    print(f"CPU per request, best of {args.rounds} rounds, {CONNECTIONS} connections:")
+    print(
+        f"{args.route}: CPU per request, best of {args.rounds} rounds, {CONNECTIONS} connections:"
+    )
     for name, value in best.items():
         print(f"  {name:9} {value:7.1f} us")
     print(f"  platform  {best['hardened'] - best['bare']:7.1f} us")
