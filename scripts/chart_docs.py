@@ -4,6 +4,8 @@
 Convention (a subset of helm-docs'): a `# -- text` comment block right above a key documents it.
 A documented key whose value is a map or a list is listed as one row; an undocumented map is
 descended into and each of its keys must be documented. Any undocumented value is an error.
+The Type column is the type values.schema.json declares for the value (the default's own
+type where the schema declares none), so a timeout accepting 2.5 reads "number", not "int".
 
     scripts/chart_docs.py            # rewrite the README
     scripts/chart_docs.py --check    # exit 1 when the README is stale or a value is undocumented
@@ -59,6 +61,23 @@ def _type_name(value) -> str:
     return "object"
 
 
+_SCHEMA_TYPES = {"integer": "int", "number": "number", "boolean": "bool", "array": "list"}
+
+
+def _schema_type(schema: dict, path: list[str]) -> str | None:
+    """The type values.schema.json declares for a value ("int or null"), if it declares one."""
+    node = schema
+    for part in path:
+        node = (node.get("properties") or {}).get(part)
+        if not isinstance(node, dict):
+            return None
+    declared = node.get("type")
+    if declared is None:
+        return None
+    names = declared if isinstance(declared, list) else [declared]
+    return " or ".join(_SCHEMA_TYPES.get(name, name) for name in names)
+
+
 def _default(value) -> str:
     text = json.dumps(value, separators=(", ", ": "), ensure_ascii=False)
     return "`" + text.replace("|", "\\|") + "`"
@@ -68,6 +87,8 @@ def collect(values_path: Path) -> tuple[list[Row], list[str]]:
     """Return the documented rows and the list of undocumented keys."""
     text = values_path.read_text(encoding="utf-8")
     values = yaml.safe_load(text) or {}
+    schema_path = values_path.with_name("values.schema.json")
+    schema = json.loads(schema_path.read_text(encoding="utf-8")) if schema_path.exists() else {}
     rows: list[Row] = []
     missing: list[str] = []
     stack: list[tuple[int, str]] = []  # (indent, key) of the enclosing maps
@@ -104,7 +125,8 @@ def collect(values_path: Path) -> tuple[list[Row], list[str]]:
         value = _lookup(values, path)
         dotted = ".".join(path)
         if pending:
-            rows.append(Row(dotted, _type_name(value), _default(value), " ".join(pending)))
+            kind = _schema_type(schema, path) or _type_name(value)
+            rows.append(Row(dotted, kind, _default(value), " ".join(pending)))
             if isinstance(value, (dict, list)) and value:
                 skip_deeper_than = indent
         elif isinstance(value, dict) and value:
