@@ -80,10 +80,19 @@ def test_cluster_dns_resolves_service_names(cluster: Cluster) -> None:
     query = (
         struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + name + b"\0" + struct.pack(">HH", 1, 1)
     )
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(5)
-        s.sendto(query, (ip, 53))
-        answer, _ = s.recvfrom(512)
+
+    def ask() -> bytes | None:
+        # Until kube-proxy has programmed the Service's endpoint, its iptables rules reject
+        # the packet (EPERM on send) or nothing answers: both mean "not yet".
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(2)
+            try:
+                s.sendto(query, (ip, 53))
+                return s.recvfrom(512)[0]
+            except (PermissionError, TimeoutError):
+                return None
+
+    answer = cluster.wait(f"an answer from kube-dns at {ip}:53", ask, timeout=60)
     assert answer[:2] == b"\x12\x34"
     assert struct.unpack(">H", answer[6:8])[0] >= 1, "no answer record"
     api_ip = cluster.json("get", "service", "kubernetes")["spec"]["clusterIP"]
