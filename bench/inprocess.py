@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,7 @@ def _connections(app: Any) -> list[tuple[Any, _Transport]]:
 
 
 async def _measure(
-    apps: dict[str, Any], requests_of: list[bytes], rounds: int, requests: int
+    apps: dict[str, Any], request_of: Callable[[int], bytes], rounds: int, requests: int
 ) -> dict[str, float]:
     lifespans = [await _lifespan(app) for app in apps.values()]
     gc.collect()
@@ -120,15 +121,17 @@ async def _measure(
     loop = asyncio.get_running_loop()
     best = dict.fromkeys(apps, float("inf"))
     batches = max(1, requests // CONNECTIONS)
+    sent = 0
     for _ in range(rounds):
         for name, connections in served.items():
             start = time.process_time()
             for _ in range(batches):
                 waiters = []
-                for (protocol, transport), request in zip(connections, requests_of, strict=True):
+                for protocol, transport in connections:
                     transport.waiter = loop.create_future()
                     waiters.append(transport.waiter)
-                    protocol.data_received(request)
+                    sent += 1
+                    protocol.data_received(request_of(sent))
                 for waiter in waiters:
                     await waiter
             per_request = (time.process_time() - start) / (batches * CONNECTIONS) * 1e6
@@ -161,14 +164,15 @@ def main() -> int:
             from app.main import app as hardened
             from bench.apps import bare
 
-            requests_of = [HELLO] * CONNECTIONS
+            def request_of(n: int) -> bytes:
+                return HELLO
         else:
             from bench.apps import orders_bare as bare
             from bench.apps import orders_hardened as hardened
 
-            requests_of = [_order_request(uid) for uid in range(1, CONNECTIONS + 1)]
+            request_of = _order_request  # a new user id each request, as make bench's wrk script
         apps = {"bare": bare, "hardened": hardened}
-        best = uvloop.run(_measure(apps, requests_of, args.rounds, args.requests))
+        best = uvloop.run(_measure(apps, request_of, args.rounds, args.requests))
     finally:
         sys.stdout.close()
         sys.stdout = stdout
