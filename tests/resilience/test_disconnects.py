@@ -172,9 +172,13 @@ def test_abandoned_requests_free_everything(server: GunicornServer) -> None:
     )
     assert len(found) == len(ids), f"{len(ids) - len(found)} abandoned requests have no line"
     assert all(len(lines) == 1 for lines in found.values())
-    # 499 (client closed request); a 503 only if its slot was already taken when it came.
-    wrong = {k: n for k, n in statuses.items() if k[1] not in (499, 503)}
+    # 499 (client closed request); a 503 only if its slot was already taken when it came;
+    # a 200 only where the response was complete before the worker's loop saw the close (a
+    # stalled loop runs the handler's 50 ms timer before it polls the socket): rare, and a
+    # missed disconnect would show as many, which the 90% below catches.
+    wrong = {k: n for k, n in statuses.items() if k[1] not in (499, 503, 200)}
     assert not wrong, wrong
+    assert sum(n for (_, status), n in statuses.items() if status == 200) <= ABANDONED * 0.01
     assert sum(n for (_, status), n in statuses.items() if status == 499) >= ABANDONED * 0.9
 
     # No socket leaked, no task left behind.
