@@ -11,10 +11,7 @@ Each pair puts the library's way next to the kit's, in one process:
 - one request's metrics (in-progress gauge up and down, counter, histogram) in
   multiprocess mode: prometheus-client's ``labels(...).inc()``/``observe()`` vs
   ``HttpMetrics.start``/``finish``;
-- one access line: structlog's JSON pipeline vs ``AccessLog`` (rendered in a batch);
-- one request through the layers ``build_middleware_stack`` wraps around the routing:
-  FastAPI's vs ``PlatformFastAPI``'s, which leaves out the three outer layers the platform
-  layer stands in for (the routing itself replaced by an endpoint that answers at once).
+- one access line: structlog's JSON pipeline vs ``AccessLog`` (rendered in a batch).
 
 These run hot in a tight loop; inside a request the same code runs cold and costs several
 times as much (``bench/inprocess.py`` and ``make bench`` measure that).
@@ -22,7 +19,6 @@ times as much (``bench/inprocess.py`` and ``make bench`` measure that).
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import sys
@@ -34,7 +30,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fastapi import FastAPI
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -50,8 +45,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from opentelemetry.trace import SpanKind
 
-from app.platform.app_factory import PlatformFastAPI
-from app.platform.errors import install_error_handlers
 from app.platform.logging import AccessLog, configure_logging, get_logger
 from app.platform.metrics import (
     DURATION_HELP,
@@ -201,65 +194,6 @@ def access_line() -> tuple[float, float]:
     return via_structlog, best(batch, 2_000, len(rows))
 
 
-def middleware_stack() -> tuple[float, float]:
-    """One request through the layers ``build_middleware_stack`` puts around the routing:
-    FastAPI's (ServerError, ExceptionTelemetry and AppBodyLimit middleware, then Exception
-    and AsyncExitStack middleware) vs ``PlatformFastAPI``'s (the last two). The routing is
-    replaced by an endpoint that answers at once, so the difference is the three layers."""
-    from bench.apps import _NO_TELEMETRY
-
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": ROUTE,
-        "raw_path": ROUTE.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"bench")],
-        "client": ("127.0.0.1", 5555),
-        "server": ("127.0.0.1", 8000),
-    }
-    request = {"type": "http.request", "body": b"", "more_body": False}
-    start = {"type": "http.response.start", "status": 200, "headers": []}
-    body = {"type": "http.response.body", "body": b"{}"}
-
-    async def receive() -> dict[str, Any]:
-        return request
-
-    async def send(message: dict[str, Any]) -> None:
-        pass
-
-    async def endpoint(scope: Any, receive: Any, send: Any) -> None:
-        await send(start)
-        await send(body)
-
-    loop = asyncio.new_event_loop()
-    runs = []
-    for cls in (FastAPI, PlatformFastAPI):
-        app = cls(telemetry={**_NO_TELEMETRY, "operation_spans": False})
-        install_error_handlers(app)  # the kit's handlers, on both
-        app.router = endpoint  # type: ignore[assignment]  (the innermost app of the stack)
-        stack = app.build_middleware_stack()
-
-        async def batch(stack: Any = stack) -> None:
-            for _ in range(100):
-                await stack(dict(scope), receive, send)
-
-        runs.append(lambda batch=batch: loop.run_until_complete(batch()))
-    # The two alternate, best of 15 each, so the machine's other work shifts both alike.
-    number = max(1, int(50 * SCALE))
-    best_of: list[float] = [float("inf"), float("inf")]
-    for _ in range(15):
-        for side, run in enumerate(runs):
-            seconds = timeit.timeit(run, number=number)
-            best_of[side] = min(best_of[side], seconds / number / 100 * 1e6)
-    loop.close()
-    return best_of[0], best_of[1]
-
-
 def main() -> None:
     global SCALE
     if "--quick" in sys.argv[1:]:
@@ -271,7 +205,6 @@ def main() -> None:
         ("unsampled root span", span_life(ALWAYS_OFF)),
         ("metrics of one request (multiprocess files)", request_metrics()),
         ("access line (kit: rendered in a batch of 64)", access_line()),
-        ("FastAPI's middleware stack, one request", middleware_stack()),
     ):
         print(f"{label:44} {theirs:9.2f} {ours:9.2f}   x{theirs / ours:.1f}")
 

@@ -26,14 +26,12 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from starlette.middleware import Middleware
-from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.platform import lifecycle, tracing
 from app.platform.cors import cors_middleware
-from app.platform.errors import install_error_handlers, unhandled
+from app.platform.errors import install_error_handlers
 from app.platform.health import Check, Probes, ReadinessRegistry
 from app.platform.logging import access_log, configure_logging, get_logger
 from app.platform.metrics import http_metrics
@@ -44,38 +42,6 @@ from app.platform.settings import Settings
 from app.platform.websockets import WebSocketSessions
 
 TeamLifespan = Callable[[FastAPI], AbstractAsyncContextManager[Mapping[str, Any] | None]]
-
-
-class PlatformFastAPI(FastAPI):
-    """FastAPI without the outer layers ``PlatformMiddleware`` already stands in for.
-
-    FastAPI wraps every app in ``ServerErrorMiddleware`` (turns an unhandled exception into
-    a 500 through the app's 500/``Exception`` handler), ``ExceptionTelemetryMiddleware``
-    (FastAPI's native telemetry, off here) and ``AppBodyLimitMiddleware`` (FastAPI's own
-    ``max_body_size``, unset here). ``PlatformMiddleware`` already answers an unhandled
-    exception with the same problem document ``errors.unhandled`` renders, and enforces
-    ``APP_MAX_BODY_BYTES``; the three layers cost 1.5-1.7 us per request hot
-    (``bench/micro.py``; README, "Hand-written hot paths", and the contract test that fences
-    FastAPI's layers). They are kept whenever they would do something: a team's own
-    500/``Exception`` handler, ``debug=True`` or a FastAPI ``max_body_size``.
-    """
-
-    def build_middleware_stack(self) -> ASGIApp:
-        # The same split FastAPI's own build_middleware_stack makes.
-        handlers = {}
-        for key, handler in self.exception_handlers.items():
-            if key not in (500, Exception):
-                handlers[key] = handler
-            elif handler is not unhandled:
-                return super().build_middleware_stack()  # a team's own 500 handler
-        if self.debug or self.max_body_size is not None:
-            return super().build_middleware_stack()
-        app: ASGIApp = ExceptionMiddleware(
-            AsyncExitStackMiddleware(self.router), handlers=handlers, debug=False
-        )
-        for cls, args, kwargs in reversed(self.user_middleware):
-            app = cls(app, *args, **kwargs)
-        return app
 
 
 class PlatformApp(PlatformMiddleware):
@@ -151,7 +117,7 @@ def create_app(
             tracing.shutdown_tracing()
 
     docs = settings.docs_enabled
-    api = PlatformFastAPI(
+    api = FastAPI(
         title=title,
         version=version,
         lifespan=platform_lifespan,

@@ -332,7 +332,9 @@ def test_errors_after_the_response_started_are_logged_and_counted(
     redis_server: RedisServer, upstream: UpstreamServer
 ) -> None:
     """With APP_ACCESS_LOG=false: a stream that breaks and a background task that raises
-    each leave one error line with the traceback and a 500 in the metrics."""
+    each leave one error line with the traceback and a 500 in the metrics; so does a
+    handler that raises before answering (FastAPI's own error layer answers it with the
+    kit's problem document, and the platform logs it, once)."""
     env = team_env(redis_server, upstream, APP_ACCESS_LOG="false")
     srv = GunicornServer(env, workers=2, app=APP).start(timeout=90)
     try:
@@ -342,14 +344,18 @@ def test_errors_after_the_response_started_are_logged_and_counted(
         with fresh(srv.base_url) as c:
             done = c.post("/team/v1/background?fail=true", headers={"X-Request-ID": "bg-fail"})
             assert done.status_code == 200  # the client got its answer before the task ran
+        with fresh(srv.base_url) as c:
+            failed = c.get("/team/v1/boom", headers={"X-Request-ID": "handler-fail"})
+            assert failed.status_code == 500
+            assert failed.headers["content-type"] == "application/problem+json"
+        ids = ("stream-fail", "bg-fail", "handler-fail")
 
         def errors() -> list:
-            lines = [
-                e for e in srv.json_logs() if e.get("request_id") in ("stream-fail", "bg-fail")
-            ]
-            return lines if len(lines) == 2 else []
+            lines = [e for e in srv.json_logs() if e.get("request_id") in ids]
+            return lines if len(lines) >= len(ids) else []
 
         lines = wait_for(errors, timeout=10)
+        assert sorted(line["request_id"] for line in lines) == sorted(ids)  # one line each
         for line in lines:
             assert line["level"] == "error" and line["status"] == 500
             assert line["exception"][0]["exc_type"] == "RuntimeError"
