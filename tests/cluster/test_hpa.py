@@ -55,7 +55,7 @@ def test_hpa_scales_out_under_load_and_back_in(cluster: Cluster, published: Publ
                 None,
             )  # fmt: skip
             replicas = d["status"].get("readyReplicas", 0)
-            line = f"t={time.monotonic() - t0:5.0f}s ready={replicas} cpu={cpu}%"
+            line = f"t={time.monotonic() - t0:.0f}s ready={replicas} cpu={cpu}%"
             timeline.append(line)
             print(line, flush=True)
             return replicas, str(cpu)
@@ -101,6 +101,6 @@ def test_hpa_scales_out_under_load_and_back_in(cluster: Cluster, published: Publ
     finally:
         if locust is not None and locust.poll() is None:
             locust.kill()
-        print("HPA replica timeline:\n" + "\n".join(timeline))
+        figure("HPA replica timeline", "; ".join(timeline))
         cluster.helm("uninstall", NAME, "-n", NS, "--wait", check=False)
         cluster.kc("delete", "namespace", NS, "--wait=false", check=False)

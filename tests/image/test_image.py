@@ -48,6 +48,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import figure
 from tests.image.conftest import REPO, STORAGE, build_image, buildah, podman
 from tests.support.procfs import open_fd_targets
 from tests.support.server import LoopbackUrls, free_port, metric_value, wait_for
@@ -78,7 +79,7 @@ def image(base_image: str) -> Iterator[str]:
         (context / "app" / "planted.pyc").write_bytes(b"stale bytecode")
         started = time.monotonic()
         result = build_image(TAG, context)
-        print(f"\nimage build: {time.monotonic() - started:.0f}s")
+        figure("image build seconds", f"{time.monotonic() - started:.0f}")
     if result.returncode != 0:
         pytest.fail(f"image build failed (exit {result.returncode}):\n{result.stdout[-8000:]}")
     yield TAG
@@ -354,7 +355,7 @@ def test_layers_over_base_stay_under_budget(image: str, base_image: str) -> None
     base_layers = base["RootFS"]["Layers"]
     assert img["RootFS"]["Layers"][: len(base_layers)] == base_layers, "not built on the base"
     added = (img["Size"] - base["Size"]) / MIB
-    print(f"\nimage layers over the base: {added:.1f} MiB (budget {MAX_ADDED_MIB} MiB)")
+    figure("image layers over the base", f"{added:.1f} MiB (budget {MAX_ADDED_MIB} MiB)")
     assert 0 < added < MAX_ADDED_MIB
 
 

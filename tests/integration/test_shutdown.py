@@ -9,6 +9,7 @@ import time
 
 import httpx
 
+from tests.conftest import figure
 from tests.support.server import GunicornServer, metric_value, running_server, wait_for
 
 DELAY = 2.0
@@ -78,9 +79,12 @@ def test_sigterm_drains_then_finishes_in_flight_and_exits_zero() -> None:
     assert float(slow["done_at"]) - t0 <= exited_after  # type: ignore[arg-type]
     assert code == 0
     assert exited_after < DELAY + 8 + 5
-    print(
-        f"readiness 503 after {readiness_flip * 1000:.0f} ms, {served} requests served in the "
-        f"window, listener closed after {closed_after:.2f} s, exit 0 after {exited_after:.2f} s"
+    figure(
+        "drain",
+        readiness_503_after_ms=round(readiness_flip * 1000),
+        served_in_window=served,
+        listener_closed_after_s=round(closed_after, 2),
+        exit_0_after_s=round(exited_after, 2),
     )
 
 

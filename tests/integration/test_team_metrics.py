@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import figure
 from tests.support.metrics import (
     Ledger,
     check_histogram_exact,
@@ -93,7 +94,7 @@ def test_team_metrics_and_kit_metrics_stay_exact(team_server: GunicornServer) ->
     promtool_check(check_exact(srv, ledger, live=live))
     assert metric_value(srv.scrape(), "gunicorn_worker_restarts_total") == 1
     assert ledger.all_scrapes_ok(), ledger.scrape_statuses
-    print(f"FIGURE team-metrics: requests={ledger.total} per_pid={dict(ledger.pids)}")
+    figure("team-metrics", requests=ledger.total, per_pid=dict(ledger.pids))
 
 
 def test_a_metrics_directory_it_cannot_use_stops_the_server_before_binding(

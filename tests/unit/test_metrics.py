@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.platform.metrics import REQUESTS_HELP, HttpMetrics, read_series
 from app.platform.metrics_server import KitCollector, WorkerPoolCollector, compact_dead_worker
+from tests.conftest import figure
 
 GET_D = (("method", "GET"), ("route", "/d"))
 
@@ -143,7 +144,7 @@ def test_concurrent_layout_and_scrapes_read_whole_values(tmp_path: Path) -> None
         if done:
             break
     assert len(seen) == routes and set(seen.values()) == {2.0}
-    print(f"FIGURE concurrent-layout: scrapes={scrapes} series={routes * 17}")
+    figure("concurrent-layout", scrapes=scrapes, series=routes * 17)
 
 
 def test_an_instance_built_before_a_fork_writes_files_of_each_process(tmp_path: Path) -> None:
