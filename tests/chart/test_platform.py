@@ -183,6 +183,8 @@ def test_extra_objects_follow_the_namespace_override(renders, tmp_path) -> None:
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "plain"}},
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: from-string\n"
             "stringData:\n  note: |\n    two\n    lines\n",
+            # one object written with the usual leading document marker
+            "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: marked\n",
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
@@ -202,6 +204,7 @@ def test_extra_objects_follow_the_namespace_override(renders, tmp_path) -> None:
     secret = one(docs, "Secret", "from-string")
     assert secret["metadata"]["namespace"] == "edge"
     assert secret["stringData"] == {"note": "two\nlines\n"}
+    assert one(docs, "Secret", "marked")["metadata"]["namespace"] == "edge"
     assert one(docs, "ConfigMap", "pinned")["metadata"]["namespace"] == "elsewhere"
     assert "namespace" not in one(docs, "ClusterRole", "reader")["metadata"]
     # without namespaceOverride the object is left to Helm (the release namespace)
