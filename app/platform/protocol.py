@@ -89,7 +89,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from app.platform.errors import PROBLEM_JSON, problem_body
-from app.platform.websockets import PING_TIMEOUT_REASON
+from app.platform.websockets import PING_TIMEOUT_KEY, PING_TIMEOUT_REASON
 
 _TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
 _TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\n"
@@ -459,6 +459,11 @@ class LimitedWebSocketsProtocol(WebSocketsSansIOProtocol):
     def keepalive_timeout(self) -> None:
         if not (self.close_sent or self.transport.is_closing()):
             self.queue.put_nowait(
-                {"type": "websocket.disconnect", "code": 1011, "reason": PING_TIMEOUT_REASON}
+                {
+                    "type": "websocket.disconnect",
+                    "code": 1011,
+                    "reason": PING_TIMEOUT_REASON,
+                    PING_TIMEOUT_KEY: True,
+                }
             )
         super().keepalive_timeout()

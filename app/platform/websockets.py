@@ -48,6 +48,10 @@ INTERNAL_ERROR = 1011
 ABNORMAL = 1006  # no close frame (RFC 6455 7.1.5): the connection just ended
 # uvicorn's close reason on a ping timeout; protocol.py also hands it to the handler
 PING_TIMEOUT_REASON = "keepalive ping timeout"
+# Set on the disconnect message ``protocol.LimitedWebSocketsProtocol`` sends for a ping
+# timeout of its own: a client's close frame can carry the same code and reason (the
+# ``websockets`` client's own keepalive uses them), so the reason cannot tell the two apart.
+PING_TIMEOUT_KEY = "app.platform.ping_timeout"
 _valid_request_id = re.compile(rb"[A-Za-z0-9._-]{1,128}").fullmatch
 
 
@@ -84,9 +88,7 @@ class _Session:
                 self.messages_in += 1
             elif kind == "websocket.disconnect" and self.close_code is None:
                 self.close_code = message.get("code", ABNORMAL)
-                self.closed_by = (
-                    "ping" if message.get("reason") == PING_TIMEOUT_REASON else "client"
-                )
+                self.closed_by = "ping" if message.get(PING_TIMEOUT_KEY) else "client"
             return message
         pending.cancel()
         if not self._closing.done():  # the idle limit passed

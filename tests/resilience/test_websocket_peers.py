@@ -127,6 +127,18 @@ def test_a_silent_peer_is_closed_when_a_ping_goes_unanswered() -> None:
     assert (lines[-1]["close_code"], lines[-1]["closed_by"]) == (1011, "ping"), lines[-1]
 
 
+def test_a_client_closing_with_the_ping_timeout_reason_is_the_client() -> None:
+    """A client's close frame may carry the same 1011 and reason (the ``websockets`` client
+    sends them when the *server* stops answering its pings): the access line says the
+    client closed, not the server's ping timeout."""
+    env = {"APP_WS_PING_INTERVAL_SECONDS": "20"}
+    with serving(env) as server:
+        with connect(f"ws://127.0.0.1:{server.port}/attack/ws", open_timeout=10) as ws:
+            ws.close(1011, "keepalive ping timeout")
+        lines = wait_for(lambda: ws_lines(server), timeout=30)
+    assert (lines[-1]["close_code"], lines[-1]["closed_by"]) == (1011, "client"), lines[-1]
+
+
 def test_control_without_pings_the_silent_peer_stays_open() -> None:
     env = {"APP_WS_PING_INTERVAL_SECONDS": "0", "APP_WS_IDLE_TIMEOUT_SECONDS": "600"}
     with serving(env) as server, silent_peer(server.port) as sock:
