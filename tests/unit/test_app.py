@@ -343,6 +343,27 @@ def test_main_hands_the_api_package_s_exports_to_create_app(
         assert_problem(c.get("/nope"), 404)
 
 
+def test_main_ignores_submodules_named_like_an_export(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``app/api/middleware.py`` or ``app/api/lifespan.py`` imported by the package (the
+    attribute is then the module) is not an export: the app starts without one."""
+    router = APIRouter(prefix="/shop")
+
+    @router.get("/ping")
+    async def ping() -> dict[str, bool]:
+        return {"ok": True}
+
+    team = types.ModuleType("app.api")
+    team.routers = [router]  # type: ignore[attr-defined]
+    for name in ("middleware", "lifespan", "readiness_checks"):
+        setattr(team, name, types.ModuleType(f"app.api.{name}"))
+    monkeypatch.setitem(sys.modules, "app.api", team)
+    monkeypatch.setattr(app_package, "api", team)
+    served = runpy.run_module("app.main")["app"]
+    with TestClient(served) as c:
+        assert c.get("/shop/ping").json() == {"ok": True}
+        assert c.get("/readyz").json() == {"status": "ok", "checks": {}}
+
+
 @pytest.mark.anyio
 async def test_readyz_is_503_until_the_team_lifespan_has_opened_its_resources() -> None:
     """The platform marks the worker started only once the team's lifespan has yielded:
