@@ -131,7 +131,13 @@ def test_nested_routers_are_labelled_with_full_templates(
     # the inner router's own relative path is never a label
     assert 'route="/{uid}/orders/{oid}"' not in after
     assert 'route="/users/{uid}/orders/{oid}"' not in after
-    access = [e for e in team.access_logs() if str(e.get("request_id", "")).startswith("nest-")]
+
+    def access_lines() -> list:
+        # Access lines are written in batches (every 50 ms or 64 requests): poll for them.
+        got = [e for e in team.access_logs() if str(e.get("request_id", "")).startswith("nest-")]
+        return got if len(got) >= n else []
+
+    access = wait_for(access_lines, timeout=10)
     assert len(access) == n
     assert {e["route"] for e in access} == {ORDER_ROUTE.format(v="v1")}
 
