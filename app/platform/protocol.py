@@ -428,31 +428,36 @@ class LimitedWebSocketsProtocol(WebSocketsSansIOProtocol):
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        self._stall_left = self.transport.get_write_buffer_size()
-        self._stall = self.loop.call_later(LimitedHttpToolsProtocol.body_timeout, self._stalled)
+        self._arm(self.transport.get_write_buffer_size())
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        if self._stall is not None:
-            self._stall.cancel()
-            self._stall = None
+        self._disarm()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self, left: int) -> None:
+        """Check again in ``APP_BODY_TIMEOUT_SECONDS`` whether the buffer (``left`` bytes
+        now) has shrunk."""
+        self._stall_left = left
+        self._stall = self.loop.call_later(LimitedHttpToolsProtocol.body_timeout, self._stalled)
+
+    def _disarm(self) -> None:
         if self._stall is not None:
             self._stall.cancel()
             self._stall = None
-        super().connection_lost(exc)
 
     def _stalled(self) -> None:
         self._stall = None
         left = self.transport.get_write_buffer_size()
         if left == 0:
             return
-        seconds = LimitedHttpToolsProtocol.body_timeout
         if left < self._stall_left:  # the peer took some: the deadline restarts
-            self._stall_left = left
-            self._stall = self.loop.call_later(seconds, self._stalled)
+            self._arm(left)
             return
+        seconds = LimitedHttpToolsProtocol.body_timeout
         self.logger.warning("websocket messages not read by the peer for %gs", seconds)
         self.transport.abort()
 
