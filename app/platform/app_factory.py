@@ -14,6 +14,8 @@ the sample API's routers. The extension points a team uses (README, "Extending t
   (they see every request, probes included, and the platform's own answers); middleware a
   team adds with ``app.api.add_middleware`` runs inside it, after routing labels and
   admission;
+- ``route_index``: routes of nested routers are dispatched in one step (``dispatch.py``);
+  ``False`` leaves all routing to FastAPI;
 - CORS from ``APP_CORS_*`` (``cors.py``): Starlette's ``CORSMiddleware``, outermost, so
   the platform's own 503/413/500 answers carry the headers the policy grants (and the
   protocol's 431/408 the same ones).
@@ -31,6 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.platform import lifecycle, tracing
 from app.platform.cors import cors_middleware
+from app.platform.dispatch import RouteIndex, install_route_index
 from app.platform.errors import install_error_handlers
 from app.platform.health import Check, Probes, ReadinessRegistry
 from app.platform.logging import access_log, configure_logging, get_logger
@@ -50,6 +53,7 @@ class PlatformApp(PlatformMiddleware):
     api: FastAPI
     readiness: ReadinessRegistry
     platform: PlatformMiddleware
+    route_index: RouteIndex | None
 
 
 class OuterStack(PlatformApp):
@@ -80,6 +84,7 @@ def create_app(
     readiness_checks: Mapping[str, Check] | None = None,
     lifespan: TeamLifespan | None = None,
     middleware: Sequence[Middleware] = (),
+    route_index: bool = True,
 ) -> PlatformApp:
     """The served app: the team's ``routers`` inside the platform; see the module docstring."""
     configure_logging(settings.log_level, settings.log_format)
@@ -132,6 +137,7 @@ def create_app(
     document_problem_responses(api)
     for router in routers:
         api.include_router(router)
+    index = install_route_index(api) if route_index else None
 
     outer = [*cors_middleware(settings), *middleware]
     routes = RouteResolver(lambda: api.routes)  # built on the first request
@@ -156,6 +162,7 @@ def create_app(
     app.api = api
     app.readiness = registry
     app.platform = app
+    app.route_index = index
     if isinstance(app, OuterStack):
         entry: ASGIApp = app.serve
         for cls, args, kwargs in reversed(outer):  # the first entry is the outermost

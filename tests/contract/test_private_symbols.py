@@ -37,8 +37,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 # distribution -> the kit's modules that rely on its private symbols
 FENCED = {
-    "fastapi": "app/platform/routes.py (iter_route_contexts of nested routers)",
-    "starlette": "app/platform/middleware.py, app/platform/app_factory.py",
+    "fastapi": "app/platform/routes.py (iter_route_contexts of nested routers) and "
+    "app/platform/dispatch.py (RouteIndex: FastAPI's effective routes, dispatched directly)",
+    "starlette": "app/platform/middleware.py, app/platform/app_factory.py, "
+    "app/platform/dispatch.py (Router.middleware_stack)",
     "uvicorn": "app/platform/protocol.py, app/platform/worker.py, app/platform/middleware.py",
     "uvicorn-worker": "app/platform/worker.py (UvicornWorker._serve)",
     "gunicorn": "app/platform/worker.py, app/platform/metrics_server.py, server_hooks.py",
@@ -100,8 +102,10 @@ OTEL_SDK_PRIVATE = (
 )
 OTLP_HTTP_PRIVATE = ("_shutdown", "_client", "_max_request_size", "_metrics")
 UVICORN_PRIVATE = ("_unset_keepalive_if_required",)
+FASTAPI_PRIVATE = ("_IncludedRouter", "_EffectiveRouteContext")
 UVICORN_WORKER_PRIVATE = ("_serve", "_install_sigquit_handler")
 NAMED: dict[str, tuple[str, ...]] = {
+    "fastapi": FASTAPI_PRIVATE,
     "opentelemetry-api": OTEL_API_PRIVATE,
     "opentelemetry-sdk": OTEL_SDK_PRIVATE,
     "opentelemetry-exporter-otlp-proto-http": OTLP_HTTP_PRIVATE,
@@ -197,6 +201,78 @@ def test_fastapi_route_contexts() -> None:
     need("fastapi", context, "original_route", "methods", "path")
 
 
+def test_fastapi_included_routers_and_effective_routes() -> None:
+    """dispatch.RouteIndex: what it reads of FastAPI 0.165's lazily included routers, and
+    the scope entry through which an ``APIRoute`` finds the effective route it serves."""
+    import fastapi.routing as routing
+    from fastapi import APIRouter, FastAPI
+    from fastapi.routing import APIRoute, _EffectiveRouteContext, _IncludedRouter
+
+    from app.platform import dispatch
+
+    inner = APIRouter(prefix="/b", form_limits={"max_fields": 3})
+    inner.add_api_route("/{x}", lambda x: x, methods=["GET"])
+    outer = APIRouter(prefix="/a")
+    outer.include_router(inner)
+    app = FastAPI()
+    app.include_router(outer)
+    included = app.router.routes[-1]
+    assert isinstance(included, _IncludedRouter), _fail(
+        "fastapi", f"include_router adds a {type(included).__name__}, not an _IncludedRouter"
+    )
+    need("fastapi", included, "effective_candidates", "include_context")
+    need("fastapi", app.router, "form_limits")
+    branch = included.effective_candidates()[0]
+    assert isinstance(branch, _IncludedRouter), _fail(
+        "fastapi", "a nested router is no longer an _IncludedRouter branch of its parent"
+    )
+    assert branch.include_context.form_limits == {"max_fields": 3}, _fail(
+        "fastapi", "include_context.form_limits no longer holds the limits a branch applies"
+    )
+    leaf = branch.effective_candidates()[0]
+    assert isinstance(leaf, _EffectiveRouteContext), _fail(
+        "fastapi", f"a nested route is a {type(leaf).__name__}, not an _EffectiveRouteContext"
+    )
+    need(
+        "fastapi",
+        leaf,
+        "original_route",
+        "starlette_route",
+        "path_regex",
+        "param_convertors",
+        "methods",
+        "endpoint",
+    )
+    assert isinstance(leaf.original_route, APIRoute) and leaf.starlette_route is None
+    assert leaf.path_regex.match("/a/b/1"), _fail("fastapi", "path_regex is not the full path")
+    # APIRoute.handle serves the effective route found under these scope keys.
+    assert routing._FASTAPI_SCOPE_KEY == dispatch.FASTAPI_SCOPE_KEY, _fail(
+        "fastapi", f"the scope key is now {routing._FASTAPI_SCOPE_KEY!r}"
+    )
+    assert routing._FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY == dispatch.EFFECTIVE_ROUTE_CONTEXT_KEY
+    handle = inspect.getsource(APIRoute.handle)
+    assert "_get_scope_effective_route_context" in handle and "effective_context.app" in handle, (
+        _fail("fastapi", "APIRoute.handle no longer serves the effective route of the scope")
+    )
+    # The scope FastAPI's levels set on the way to the route, which _dispatch sets itself:
+    # path_params, endpoint and route from the leaf's match, router from APIRouter.app.
+    scope = {"type": "http", "path": "/a/b/1", "method": "GET", "path_params": {}}
+    _, child = leaf.matches(scope)
+    assert set(child) == {"endpoint", "path_params"}, _fail(
+        "fastapi", f"an effective route's match now sets {sorted(child)}"
+    )
+    # FastAPI's native telemetry keeps its request state under this key (then the index
+    # leaves the routing to FastAPI, which reports the route it selects).
+    from fastapi.telemetry import _api as telemetry
+
+    selected = inspect.getsource(telemetry._route_selected)
+    assert f'scope.get("{dispatch.FASTAPI_TELEMETRY_KEY}")' in selected, _fail(
+        "fastapi",
+        "native telemetry no longer keeps its request state in the scope key "
+        f"{dispatch.FASTAPI_TELEMETRY_KEY!r}",
+    )
+
+
 def test_starlette_cors_routing_and_middleware_entries() -> None:
     from starlette.middleware import Middleware
     from starlette.middleware.cors import CORSMiddleware
@@ -213,6 +289,13 @@ def test_starlette_cors_routing_and_middleware_entries() -> None:
     ):
         assert name in params, _fail("starlette", f"CORSMiddleware takes no {name}")
     need("starlette", Mount("/m", routes=[]), "routes", "path")
+    # dispatch.install_route_index wraps the ASGI app a Router's __call__ hands over to.
+    from starlette.routing import Router
+
+    assert "self.middleware_stack(scope, receive, send)" in inspect.getsource(Router.__call__), (
+        _fail("starlette", "Router.__call__ no longer calls self.middleware_stack")
+    )
+    need("starlette", Router(), "middleware_stack")
     assert compile_path("/a/{b}")[0].match("/a/1"), _fail("starlette", "compile_path changed")
     # app_factory unpacks each entry as (cls, args, kwargs), as FastAPI does
     entry = tuple(Middleware(CORSMiddleware, 1, allow_origins=["x"]))
@@ -689,14 +772,21 @@ def _private(name: str) -> bool:
 
 
 def test_every_private_name_the_kit_uses_is_named() -> None:
-    """Reads app/ and gunicorn.conf.py: a private attribute read or set on any object but
-    ``self``/``cls``, and a private name a kit class shares with a library base class (a
-    field it sets, a method it overrides or calls), must be named by a contract above."""
+    """Reads app/ and gunicorn.conf.py: a private name imported from a library, a private
+    attribute read or set on any object but ``self``/``cls``, and a private name a kit class
+    shares with a library base class (a field it sets, a method it overrides or calls), must
+    be named by a contract above."""
     named = {name: dist for dist, names in NAMED.items() for name in names}
     missing = []
     files = [*sorted((REPO / "app").rglob("*.py")), REPO / "gunicorn.conf.py"]
     for path in files:
         for node in ast.walk(_parsed(path)):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:  # from library import _private_name
+                    if _private(alias.name) and alias.name not in named:
+                        where = f"{path.relative_to(REPO)}:{node.lineno}"
+                        missing.append(f"{where}: from {node.module} import {alias.name}")
+                continue
             if not (isinstance(node, ast.Attribute) and _private(node.attr)):
                 continue
             if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
