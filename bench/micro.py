@@ -11,7 +11,9 @@ Each pair puts the library's way next to the kit's, in one process:
 - one request's metrics (in-progress gauge up and down, counter, histogram) in
   multiprocess mode: prometheus-client's ``labels(...).inc()``/``observe()`` vs
   ``HttpMetrics.start``/``finish``;
-- one access line: structlog's JSON pipeline vs ``AccessLog`` (rendered in a batch).
+- one access line: structlog's JSON pipeline vs ``AccessLog`` (rendered in a batch);
+- one request to a route three routers deep, through the FastAPI app (a minimal handler):
+  FastAPI 0.165's own routing of lazily included routers vs ``dispatch.RouteIndex``.
 
 These run hot in a tight loop; inside a request the same code runs cold and costs several
 times as much (``bench/inprocess.py`` and ``make bench`` measure that).
@@ -194,6 +196,59 @@ def access_line() -> tuple[float, float]:
     return via_structlog, best(batch, 2_000, len(rows))
 
 
+def nested_dispatch() -> tuple[float, float]:
+    import asyncio
+
+    from fastapi import APIRouter, FastAPI
+
+    from app.platform.dispatch import install_route_index
+
+    async def place_order(uid: int) -> dict[str, int]:
+        return {"uid": uid}
+
+    def build(index: bool) -> FastAPI:
+        orders = APIRouter(prefix="/{uid}/orders")
+        orders.add_api_route("", place_order, methods=["POST"])
+        users = APIRouter(prefix="/users")
+        users.include_router(orders)
+        shop = APIRouter(prefix="/shop/v1")
+        shop.include_router(users)
+        api = FastAPI(telemetry={"tracing": False, "metrics": False, "logs": False})
+        api.include_router(shop)
+        if index:
+            install_route_index(api)
+        return api
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def requests(api: FastAPI, count: int) -> None:
+        for n in range(count):
+            path = f"/shop/v1/users/{n}/orders"
+            scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode()}
+            scope |= {"root_path": "", "query_string": b"", "headers": [], "app": api}
+            await api(scope, receive, send)
+
+    loop = asyncio.new_event_loop()
+    count = max(1, int(2_000 * SCALE))
+
+    def per_request(api: FastAPI) -> float:
+        runs = []
+        for _ in range(5):
+            start = time.perf_counter()
+            loop.run_until_complete(requests(api, count))
+            runs.append((time.perf_counter() - start) / count * 1e6)
+        return min(runs)
+
+    try:
+        return per_request(build(False)), per_request(build(True))
+    finally:
+        loop.close()
+
+
 def main() -> None:
     global SCALE
     if "--quick" in sys.argv[1:]:
@@ -205,6 +260,7 @@ def main() -> None:
         ("unsampled root span", span_life(ALWAYS_OFF)),
         ("metrics of one request (multiprocess files)", request_metrics()),
         ("access line (kit: rendered in a batch of 64)", access_line()),
+        ("request to a route three routers deep", nested_dispatch()),
     ):
         print(f"{label:44} {theirs:9.2f} {ours:9.2f}   x{theirs / ours:.1f}")
 
