@@ -10,7 +10,8 @@ and, for an ``APIRoute`` of an included router, does in one pass what those leve
 doing: the first route whose path matches with the request's method, in FastAPI's own
 order, is handed FastAPI's own effective route (the merged dependencies, response model,
 body limit and handler FastAPI built for that inclusion) with the scope FastAPI would have
-set (``path_params``, ``endpoint``, ``route``, ``router``, the effective route context).
+set (``path_params``, ``endpoint``, ``route``, ``router``, the effective route context),
+and its handler is called as ``APIRoute.handle`` would call it.
 
 Everything else goes to FastAPI's routing unchanged: a path no indexed route takes with
 this method (404, 405, the trailing-slash redirect), a route FastAPI would match first that
@@ -49,7 +50,7 @@ FASTAPI_TELEMETRY_KEY = "fastapi.telemetry"
 class _Indexed:
     """An ``APIRoute`` of an included router, ready to be dispatched to directly."""
 
-    __slots__ = ("context", "endpoint", "methods", "params", "regex", "route")
+    __slots__ = ("context", "endpoint", "handle", "methods", "params", "regex", "route")
 
     def __init__(self, context: Any) -> None:
         self.context = context
@@ -57,7 +58,11 @@ class _Indexed:
         self.params = context.param_convertors
         self.methods = context.methods
         self.endpoint = context.endpoint
-        self.route = context.original_route
+        self.route = route = context.original_route
+        # APIRoute.handle, for an effective route whose method matched, only calls the
+        # handler FastAPI built for it: called directly, unless the route's class has its
+        # own handle.
+        self.handle = context.app if type(route).handle is APIRoute.handle else route.handle
 
 
 class _Other:
@@ -142,8 +147,8 @@ class RouteIndex:
     async def _dispatch(
         self, entry: _Indexed, params: dict[str, Any], scope: Scope, receive: Receive, send: Send
     ) -> None:
-        """Set the scope as FastAPI's levels would for this route, then let the route's own
-        ``handle`` run FastAPI's handler for it."""
+        """Set the scope as FastAPI's levels would for this route, then run FastAPI's handler
+        for it."""
         if "router" not in scope:
             scope["router"] = self._api.router
         outer_params = scope.get("path_params")
@@ -156,7 +161,7 @@ class RouteIndex:
         else:
             fastapi_scope[EFFECTIVE_ROUTE_CONTEXT_KEY] = entry.context
         self.dispatched += 1
-        await entry.route.handle(scope, receive, send)
+        await entry.handle(scope, receive, send)
 
 
 def install_route_index(api: FastAPI) -> RouteIndex:

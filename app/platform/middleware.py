@@ -9,7 +9,8 @@ each extra middleware layer (and ``BaseHTTPMiddleware`` above all) costs through
   handed to the kit's own server as pre-encoded lines (``protocol._Cycle.head_suffix``);
 - load shedding: past ``APP_MAX_CONCURRENT_REQUESTS`` in flight in this worker, a fast 503
   with ``Retry-After`` instead of an unbounded queue (probes are never shed); a request with
-  a body is admitted only once its body has arrived (``_BodyReceiver``);
+  a body is admitted only once its body has arrived (at once when the kit's server has it
+  all, else by ``_BodyReceiver``);
 - body limit: 413 when ``Content-Length`` exceeds ``APP_MAX_BODY_BYTES``, or as soon as a
   chunked body streams past it;
 - metrics (route template labels from ``routes.RouteResolver``), the server span, and one
@@ -257,7 +258,17 @@ class PlatformMiddleware:
         if probe:
             pass
         elif chunked or (content_length is not None and content_length != b"0"):
-            body = _BodyReceiver(receive, self, chunked, self._max_body)
+            if (
+                not chunked
+                and cycle is not None
+                and not cycle.more_body
+                and self.in_flight < self.limit
+            ):
+                # The kit's server has the whole body already (it came with the head).
+                self.in_flight += 1
+                admitted = True
+            else:
+                body = _BodyReceiver(receive, self, chunked, self._max_body)
         elif self.in_flight >= self.limit:
             shed = True
         else:

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import PlainTextResponse
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
@@ -53,6 +54,14 @@ async def tracked() -> AsyncIterator[None]:
 
 def current_tenant() -> str:
     return "from-dependency"
+
+
+class TracedRoute(APIRoute):
+    """A team's route class with its own ``handle``: the index must go through it."""
+
+    async def handle(self, scope: Any, receive: Any, send: Any) -> None:
+        _trace.append(f"handle {self.path}")
+        await super().handle(scope, receive, send)
 
 
 def team_routers() -> list[APIRouter]:
@@ -131,6 +140,12 @@ def team_routers() -> list[APIRouter]:
     async def special_item(request: Request) -> dict[str, Any]:
         return _describe(request)
 
+    custom = APIRouter(prefix="/custom", route_class=TracedRoute)
+
+    @custom.get("/{n}")
+    async def custom_route(n: int) -> dict[str, int]:
+        return {"n": n}
+
     sub = FastAPI()
 
     @sub.get("/ping")
@@ -149,6 +164,7 @@ def team_routers() -> list[APIRouter]:
     shop.include_router(first)
     shop.include_router(second)
     shop.include_router(mounted)
+    shop.include_router(custom)
     return [shop]
 
 
@@ -188,6 +204,7 @@ REQUESTS: list[tuple[str, str, dict[str, str], Any, bool]] = [
     ("GET", "/shop/v1/items/special", {}, None, True),  # the earlier router's route wins
     ("GET", "/shop/v1/items/other", {}, None, True),
     ("GET", "/shop/v1/mounted/sub/ping", {}, None, False),
+    ("GET", "/shop/v1/custom/5", {}, None, True),  # the route class's own handle runs
     ("GET", "/nowhere", {}, None, False),
 ]
 
