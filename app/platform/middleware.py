@@ -5,12 +5,11 @@ each extra middleware layer (and ``BaseHTTPMiddleware`` above all) costs through
 
 - request id: the caller's ``X-Request-ID`` when it matches ``^[A-Za-z0-9._-]{1,128}$``,
   else a fresh one; echoed on every response and bound for every log line;
-- security headers on every response (uvicorn's ``Server`` header is off in ``worker.py``),
-  handed to the kit's own server as pre-encoded lines (``protocol._Cycle.head_suffix``);
+- security headers on every response (uvicorn's ``Server`` header is off in ``worker.py``);
 - load shedding: past ``APP_MAX_CONCURRENT_REQUESTS`` in flight in this worker, a fast 503
   with ``Retry-After`` instead of an unbounded queue (probes are never shed); a request with
-  a body is admitted only once its body has arrived (at once when the kit's server has it
-  all, else by ``_BodyReceiver``);
+  a body is admitted only once its body has arrived (at once when the server has it all,
+  else by ``_BodyReceiver``);
 - body limit: 413 when ``Content-Length`` exceeds ``APP_MAX_BODY_BYTES``, or as soon as a
   chunked body streams past it;
 - metrics (route template labels from ``routes.RouteResolver``), the server span, and one
@@ -65,16 +64,6 @@ DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
 _DOCS_HEADERS = tuple(h for h in SECURITY_HEADERS if h[0] != b"content-security-policy")
 _NO_STORE = (b"cache-control", b"no-store")
 _RID = b"x-request-id"
-
-
-def _lines(headers: tuple[tuple[bytes, bytes], ...]) -> bytes:
-    return b"".join(b"%s: %s\r\n" % header for header in headers)
-
-
-# The same headers as lines, for a server that writes them itself (``protocol._Cycle``).
-_SECURITY_LINES = _lines(SECURITY_HEADERS)
-_DOCS_LINES = _lines(_DOCS_HEADERS)
-_NO_STORE_LINE = _lines((_NO_STORE,))
 _RETRY_AFTER = ((b"retry-after", b"1"),)
 
 
@@ -205,21 +194,11 @@ class PlatformMiddleware:
         started_slot = metrics.start(label_method, route)
         probe = path in PROBE_PATHS
         server_send = scope.get(SERVER_SEND_KEY, send)
-        # The kit's own server (``protocol._Cycle``) writes the platform's headers from
-        # pre-encoded lines; any other server gets them in the response's message.
-        cycle = getattr(server_send, "__self__", None)
-        if getattr(cycle, "head_suffix", None) is None:
-            cycle = None
-            extra: Any = (
-                *(_DOCS_HEADERS if path in DOCS_PATHS else SECURITY_HEADERS),
-                (_RID, rid_bytes),
-            )
-        else:
-            extra = b"%s%s: %s\r\n" % (
-                _DOCS_LINES if path in DOCS_PATHS else _SECURITY_LINES,
-                _RID,
-                rid_bytes,
-            )
+        cycle = getattr(server_send, "__self__", None)  # uvicorn's RequestResponseCycle
+        extra_headers = (
+            *(_DOCS_HEADERS if path in DOCS_PATHS else SECURITY_HEADERS),
+            (_RID, rid_bytes),
+        )
         status = 0  # the response's status once it has started
 
         def send_with_headers(message: Message) -> Awaitable[None]:
@@ -232,16 +211,10 @@ class PlatformMiddleware:
                 # Header names are lower-case in ASGI messages (the spec requires it).
                 for key, _ in headers:
                     if key == b"cache-control":
-                        no_store = False
+                        message["headers"] = [*headers, *extra_headers]
                         break
                 else:
-                    no_store = True
-                if cycle is not None:
-                    cycle.head_suffix = _NO_STORE_LINE + extra if no_store else extra
-                elif no_store:
-                    message["headers"] = [*headers, _NO_STORE, *extra]
-                else:
-                    message["headers"] = [*headers, *extra]
+                    message["headers"] = [*headers, _NO_STORE, *extra_headers]
             return send(message)
 
         span = span_token = None
@@ -260,11 +233,10 @@ class PlatformMiddleware:
         elif chunked or (content_length is not None and content_length != b"0"):
             if (
                 not chunked
-                and cycle is not None
-                and not cycle.more_body
+                and not getattr(cycle, "more_body", True)
                 and self.in_flight < self.limit
             ):
-                # The kit's server has the whole body already (it came with the head).
+                # The server has the whole body already (it came with the head).
                 self.in_flight += 1
                 admitted = True
             else:
@@ -304,7 +276,7 @@ class PlatformMiddleware:
                 # Also after the response started (a failing stream or background task):
                 # the request failed, so it is counted and logged as a 500.
                 status = 500
-            if getattr(getattr(server_send, "__self__", None), "disconnected", False):
+            if getattr(cycle, "disconnected", False):
                 # uvicorn's RequestResponseCycle: the client left before the response was
                 # complete (fenced in tests/contract).
                 status = CLIENT_CLOSED_REQUEST

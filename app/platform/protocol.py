@@ -132,38 +132,10 @@ class _LingerOnClose:
         self._protocol.linger(self._seconds)
 
 
-class _HeadSuffix:
-    """The cycle's transport for the write of a response head: puts the header lines the
-    platform layer left (``_Cycle.head_suffix``) before the head's closing blank line, and
-    hands the cycle its transport back. uvicorn writes a head as one ``write`` of the status
-    line and headers ending in CRLF CRLF (fenced in tests/contract)."""
-
-    __slots__ = ("cycle", "suffix", "transport")
-
-    def __init__(self, cycle: _Cycle, transport: Any, suffix: bytes) -> None:
-        self.cycle = cycle
-        self.transport = transport
-        self.suffix = suffix
-
-    def write(self, data: bytes) -> None:
-        self.cycle.transport = self.transport
-        self.transport.write(b"".join((data[:-2], self.suffix, b"\r\n")))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.transport, name)
-
-
 class _Cycle(RequestResponseCycle):
     """uvicorn's cycle, whose response says ``Connection: close`` and lingers when it
-    starts while the request body is still arriving, whose reads fail with a 408 once the
-    body has stopped arriving (``expired``: the deadline in seconds), and whose response
-    head ends with ``head_suffix``.
-
-    ``head_suffix``: header lines, pre-encoded and CRLF-terminated, that the platform layer
-    sets before the response starts (``middleware.PlatformMiddleware``: its security
-    headers, ``Cache-Control`` and ``X-Request-ID``, constants or validated). uvicorn checks
-    each header of a response with two regular expressions and a few comparisons: 3.4 us
-    for those five, hot (``bench/micro.py``), against a single join here.
+    starts while the request body is still arriving, and whose reads fail with a 408 once
+    the body has stopped arriving (``expired``: the deadline in seconds).
 
     uvicorn builds it (the module name is rebound below): swapping ``__class__`` on each
     new cycle instead would cost every later attribute read of the cycle (measured: 10
@@ -173,15 +145,11 @@ class _Cycle(RequestResponseCycle):
 
     linger_seconds = LINGER_SECONDS
     expired = 0.0
-    head_suffix = b""
 
     # Plain functions handing back uvicorn's coroutine: no coroutine of their own.
     def send(self, message: Any) -> Any:
-        if not self.response_started and not self.disconnected:
-            if self.more_body:
-                self._respond_early()
-            if self.head_suffix and type(self.transport) is not _HeadSuffix:
-                self.transport = _HeadSuffix(self, self.transport, self.head_suffix)  # type: ignore[assignment]
+        if self.more_body and not self.response_started and not self.disconnected:
+            self._respond_early()
         return RequestResponseCycle.send(self, message)
 
     def receive(self) -> Any:
