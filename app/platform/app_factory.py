@@ -145,6 +145,7 @@ def create_app(
     app = (OuterStack if outer else PlatformApp)(
         api,
         routes=routes,
+        index=index,
         probes=Probes(registry),
         websockets=WebSocketSessions(
             api,

@@ -17,7 +17,9 @@ Everything else goes to FastAPI's routing unchanged: a path no indexed route tak
 this method (404, 405, the trailing-slash redirect), a route FastAPI would match first that
 is not such an ``APIRoute`` (a route on the app itself, a mount, a Starlette route, a
 static frontend), routers with form limits, a ``root_path``, WebSockets, and FastAPI's own
-telemetry when a team switches it on. The index is built on the first request, after every
+telemetry when a team switches it on. The platform layer finds the route first, for its
+labels (``PlatformMiddleware``), and leaves what it found in the scope, so a request is
+matched once. The index is built on the first request, after every
 route is in (as ``routes.RouteResolver``); a route added later is still served, by
 FastAPI, unless a route indexed before it takes the same request.
 
@@ -45,15 +47,18 @@ EFFECTIVE_ROUTE_CONTEXT_KEY = "effective_route_context"
 # Where FastAPI's native telemetry keeps its per-request state; its route selection must
 # then go through FastAPI's routing.
 FASTAPI_TELEMETRY_KEY = "fastapi.telemetry"
+# Where the platform layer leaves (path, method, RouteIndex.find's answer) for the index.
+FOUND_KEY = "app.platform.route_found"
 
 
 class _Indexed:
     """An ``APIRoute`` of an included router, ready to be dispatched to directly."""
 
-    __slots__ = ("context", "endpoint", "handle", "methods", "params", "regex", "route")
+    __slots__ = ("context", "endpoint", "handle", "methods", "params", "regex", "route", "template")
 
     def __init__(self, context: Any) -> None:
         self.context = context
+        self.template = context.path_format  # the full template: the route's label
         self.regex = context.path_regex
         self.params = context.param_convertors
         self.methods = context.methods
@@ -108,18 +113,28 @@ class RouteIndex:
         self.dispatched = 0  # requests served through the index (tests read it)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope.get("root_path"):
-            found = self._find(scope)
+        if scope["type"] == "http" and FASTAPI_TELEMETRY_KEY not in scope:
+            # The platform layer looked the route up already (for its labels), unless
+            # something between it and here changed the path or method.
+            found_for = scope.get(FOUND_KEY)
+            if (
+                found_for is not None
+                and found_for[0] is scope["path"]
+                and found_for[1] is scope["method"]
+            ):
+                found = found_for[2]
+            else:
+                found = self.find(scope)
             if found is not None:
                 entry, params = found
                 await self._dispatch(entry, params, scope, receive, send)
                 return
         await self._fallback(scope, receive, send)
 
-    def _find(self, scope: Scope) -> tuple[_Indexed, dict[str, Any]] | None:
-        """The indexed route FastAPI would pick, with its converted path parameters; None
-        when FastAPI's own routing must decide."""
-        if FASTAPI_TELEMETRY_KEY in scope:
+    def find(self, scope: Scope) -> tuple[_Indexed, dict[str, Any]] | None:
+        """The indexed route FastAPI would pick for an HTTP request, with its converted path
+        parameters; None when FastAPI's own routing must decide."""
+        if scope.get("root_path"):
             return None
         entries = self._entries
         if entries is None:

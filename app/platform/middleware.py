@@ -12,7 +12,8 @@ each extra middleware layer (and ``BaseHTTPMiddleware`` above all) costs through
   else by ``_BodyReceiver``);
 - body limit: 413 when ``Content-Length`` exceeds ``APP_MAX_BODY_BYTES``, or as soon as a
   chunked body streams past it;
-- metrics (route template labels from ``routes.RouteResolver``), the server span, and one
+- metrics (route template labels: the route ``dispatch.RouteIndex`` will serve, else
+  ``routes.RouteResolver``'s), the server span, and one
   access line per request; a client that left before the response was complete is
   recorded as 499 (nginx's code);
 - unhandled exceptions, also after the response started (a failing stream or background
@@ -40,6 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.platform.context import request_id_var
+from app.platform.dispatch import FOUND_KEY, RouteIndex
 from app.platform.errors import PROBLEM_JSON, UNEXPECTED_ERROR, problem_body
 from app.platform.health import PROBE_PATHS
 from app.platform.metrics import KNOWN_METHODS, OTHER_METHOD, HttpMetrics
@@ -131,6 +133,7 @@ class PlatformMiddleware:
         app: ASGIApp,
         *,
         routes: RouteResolver,
+        index: RouteIndex | None = None,
         probes: ASGIApp,
         websockets: ASGIApp,
         metrics: HttpMetrics,
@@ -143,6 +146,7 @@ class PlatformMiddleware:
         self._probes = probes  # /livez and /readyz, served here rather than by the app
         self._websockets = websockets  # WebSocket sessions (``websockets.WebSocketSessions``)
         self._routes = routes
+        self._index = index  # the app's RouteIndex (dispatch.py), when it has one
         self._metrics = metrics
         self._max_body = max_body_bytes
         self.limit = max_concurrent_requests
@@ -188,11 +192,19 @@ class PlatformMiddleware:
             rid_bytes = rid.encode("ascii")
         rid_token = request_id_var.set(rid)
 
-        route = self._routes.resolve(method, path)
+        probe = path in PROBE_PATHS
+        index = self._index
+        if index is not None and not probe:
+            # The route FastAPI will serve, found once: its template is the label, and
+            # the index dispatches to it without matching again.
+            found = index.find(scope)
+            scope[FOUND_KEY] = (path, method, found)
+            route = found[0].template if found is not None else self._routes.resolve(method, path)
+        else:
+            route = self._routes.resolve(method, path)
         label_method = method if method in KNOWN_METHODS else OTHER_METHOD
         metrics = self._metrics
         started_slot = metrics.start(label_method, route)
-        probe = path in PROBE_PATHS
         server_send = scope.get(SERVER_SEND_KEY, send)
         cycle = getattr(server_send, "__self__", None)  # uvicorn's RequestResponseCycle
         extra_headers = (

@@ -35,8 +35,9 @@ def route_templates(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[s
     for context in iter_route_contexts(list(routes)):
         route = context.original_route
         if isinstance(route, Mount):
-            # A mounted sub-app: its own routes under the mount's path.
-            mount_prefix = prefix + route.path
+            # A mounted sub-app: its own routes under the mount's path (in an included
+            # router, the effective one, with the prefixes of the routers around it).
+            mount_prefix = prefix + (context.path or route.path)
             inner = list(getattr(route, "routes", None) or ())
             if inner:
                 yield from route_templates(inner, mount_prefix)

@@ -21,7 +21,7 @@ from fastapi.responses import PlainTextResponse
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 
 from app.platform import lifecycle
 from app.platform.app_factory import PlatformApp, create_app
@@ -101,7 +101,9 @@ def team_routers() -> list[APIRouter]:
     async def starlette_endpoint(request: Request) -> JSONResponse:
         return JSONResponse({"starlette": request.path_params})
 
-    users.routes.append(Route("/{uid}/plain", starlette_endpoint))
+    # Starlette routes and mounts of a router get the prefixes of the routers around it,
+    # not the router's own (FastAPI applies that one in add_api_route).
+    users.add_route("/{uid}/plain", starlette_endpoint)
 
     secured = APIRouter(prefix="/secured", dependencies=[Depends(require_token)])
 
@@ -192,7 +194,7 @@ REQUESTS: list[tuple[str, str, dict[str, str], Any, bool]] = [
     ("PUT", "/shop/v1/users/7", {}, None, False),  # 405, Allow from FastAPI
     ("HEAD", "/shop/v1/users/7", {}, None, False),
     ("GET", "/shop/v1/users/7/", {}, None, False),  # the trailing-slash redirect
-    ("GET", "/shop/v1/users/7/plain", {}, None, False),  # a Starlette route
+    ("GET", "/shop/v1/7/plain", {}, None, False),  # a Starlette route
     ("GET", "/shop/v1/users/direct", {}, None, True),  # /{uid} takes it (422), as in FastAPI
     ("GET", "/shop/v1/direct", {}, None, False),  # a route on the app itself
     ("GET", "/shop/v1/secured/box", {}, None, True),  # 401 from the router's dependency
@@ -203,7 +205,7 @@ REQUESTS: list[tuple[str, str, dict[str, str], Any, bool]] = [
     ("POST", "/shop/v1/small/x", {}, {"raw": b"0123456789abcdefghij"}, True),  # 413
     ("GET", "/shop/v1/items/special", {}, None, True),  # the earlier router's route wins
     ("GET", "/shop/v1/items/other", {}, None, True),
-    ("GET", "/shop/v1/mounted/sub/ping", {}, None, False),
+    ("GET", "/shop/v1/sub/ping", {}, None, False),  # a mount
     ("GET", "/shop/v1/custom/5", {}, None, True),  # the route class's own handle runs
     ("GET", "/nowhere", {}, None, False),
 ]
@@ -291,3 +293,31 @@ def test_a_root_path_goes_through_fastapi() -> None:
     assert response.status_code == 200
     assert response.json()["params"] == {"uid": "7"}
     assert app.route_index is not None and app.route_index.dispatched == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "label"),
+    [
+        # /items/{name} of the earlier router serves it, so it is the label (the static
+        # /items/special of the later router never sees a request)
+        ("/shop/v1/items/special", "/shop/v1/items/{name}"),
+        ("/shop/v1/users/7/orders/9", "/shop/v1/users/{uid}/orders/{oid}"),
+        ("/shop/v1/users/me", "/shop/v1/users/me"),
+        ("/shop/v1/7/plain", "/shop/v1/{uid}/plain"),  # a Starlette route: the resolver's
+        ("/shop/v1/sub/ping", "/shop/v1/sub/ping"),  # in a mounted app: the resolver's
+        ("/nowhere", "unmatched"),
+    ],
+)
+def test_the_label_is_the_route_that_serves_the_request(path: str, label: str) -> None:
+    app = build(True)
+    labels: list[str] = []
+    finish = app._metrics.finish
+
+    def record(slot: Any, method: str, route: str, *rest: Any) -> None:
+        labels.append(route)
+        finish(slot, method, route, *rest)
+
+    app._metrics.finish = record  # type: ignore[method-assign]
+    with TestClient(app) as client:
+        client.get(path)
+    assert labels == [label]
