@@ -4,7 +4,8 @@ Two routes: the sample API's ``GET /api/v1/hello``, and ``POST
 /shop/v1/users/{uid}/orders`` (``orders_router``): three nested routers with a path
 parameter, a pydantic body of a few fields, a 1 ms ``await`` and a pydantic response: the
 shape of a real service's route. ``orders_bare`` serves it on plain FastAPI,
-``orders_hardened`` through the kit's ``create_app``: the same router either way.
+``orders_hardened`` through the kit's ``create_app``: the same router either way;
+``orders_no_index`` through ``create_app`` with the route index off.
 
 ``bare``: a plain FastAPI app serving the same route the way the sample API does (an
 ``APIRouter`` with the ``/api/v1`` prefix, included into the app), same response model — the
@@ -79,18 +80,21 @@ orders_bare = FastAPI(telemetry=_NO_TELEMETRY)
 orders_bare.include_router(orders_router())
 
 
-def _orders_hardened() -> Any:
+def _orders_hardened(route_index: bool = True) -> Any:
     from app.platform.app_factory import create_app
     from app.platform.settings import load_settings_or_exit
 
-    return create_app(load_settings_or_exit(), [orders_router()], title="bench-orders")
+    return create_app(
+        load_settings_or_exit(), [orders_router()], title="bench-orders", route_index=route_index
+    )
 
 
 def __getattr__(name: str) -> Any:
     # Built on first access: importing this module for the bare apps must not configure
-    # the kit's logging and settings.
-    if name == "orders_hardened":
-        globals()[name] = app = _orders_hardened()
+    # the kit's logging and settings. ``orders_no_index``: the hardened app with FastAPI's
+    # own routing (``create_app(..., route_index=False)``), the platform layer's own cost.
+    if name in ("orders_hardened", "orders_no_index"):
+        globals()[name] = app = _orders_hardened(route_index=name == "orders_hardened")
         return app
     raise AttributeError(name)
 

@@ -7,8 +7,10 @@ settings, same worker count); only the application differs. Two routes:
   ASGI callable (raw);
 - orders: ``POST /shop/v1/users/{uid}/orders`` (three nested routers, a path parameter
   varied per request by a wrk script, a pydantic body, a 1 ms await, a pydantic
-  response; ``bench/apps.py``), the same router through ``create_app`` (hardened) and on
-  plain FastAPI (bare).
+  response; ``bench/apps.py``), the same router through ``create_app`` (hardened), on
+  plain FastAPI (bare), and through ``create_app`` with the route index off
+  (``orders-no-index``), so that what the platform layer costs and what the index saves
+  (``dispatch.py``: FastAPI's nested-router matching in one step) are printed apart.
 
 wrk drives every server in alternating rounds (A, B, C, ... then B, C, ..., A) so drift on
 this noisy 2-core machine hits all alike; medians and ratios are printed.
@@ -173,6 +175,7 @@ def main() -> int:
         targets += [
             Target("orders-hardened", "bench.apps:orders_hardened", tracing, route="orders"),
             Target("orders-bare", "bench.apps:orders_bare", {}, route="orders"),
+            Target("orders-no-index", "bench.apps:orders_no_index", tracing, route="orders"),
         ]
     if args.breakdown:
         targets += [
@@ -230,6 +233,13 @@ def main() -> int:
         print(
             f"{label}: worker CPU per request hardened {cpu[hard]:.1f} us, bare {cpu[bare]:.1f} us"
             f" (platform {cpu[hard] - cpu[bare]:.1f} us)"
+        )
+    if "orders-no-index" in cpu:
+        layer = cpu["orders-no-index"] - cpu["orders-bare"]
+        saved = cpu["orders-no-index"] - cpu["orders-hardened"]
+        print(
+            f"orders: the platform layer alone (route index off) costs {layer:.1f} us per "
+            f"request; the route index saves {saved:.1f} us"
         )
     if "raw" in med:
         print(f"hello: bare FastAPI / raw ASGI = {med['bare'] / med['raw']:.3f}")

@@ -52,5 +52,12 @@ def test_make_bench_prints_ratios_and_cpu_per_request() -> None:
             rf"^{route}: worker CPU per request hardened ([\d.]+) us, bare ([\d.]+) us", out, re.M
         )
         assert cpu and float(cpu[1]) > 0 and float(cpu[2]) > 0, out
+    parts = re.search(
+        r"^orders: the platform layer alone \(route index off\) costs (-?[\d.]+) us per request; "
+        r"the route index saves (-?[\d.]+) us$",
+        out,
+        re.M,
+    )
+    assert parts, out
     spans = re.search(r"^spans received by the live OTLP sink: (\d+)$", out, re.M)
     assert spans and int(spans[1]) > 0, out  # the hardened server really exported
