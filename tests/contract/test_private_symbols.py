@@ -32,6 +32,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from tests.contract.test_dependencies import distribution_of
+from tests.support.transport import RecordingTransport
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -344,33 +345,6 @@ def test_uvicorn_worker_serve_is_the_method_replaced() -> None:
     )
 
 
-class _Transport(asyncio.Transport):
-    """The least a uvicorn protocol needs from a transport."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = b""
-        self.closing = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 5000)}.get(name, default)
-
-    def write(self, data: bytes) -> None:  # type: ignore[override]
-        self.written += data
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 def test_uvicorn_httptools_protocol_cycle_and_server_internals() -> None:
     """protocol.py subclasses HttpToolsProtocol and RequestResponseCycle (rebinding the
     module's RequestResponseCycle name) and reads the protocol's ``cycle``, ``flow``,
@@ -460,7 +434,7 @@ def test_uvicorn_httptools_protocol_cycle_and_server_internals() -> None:
         state = ServerState()
         config = Config(app=app, lifespan="off", log_config=None)
         protocol = proto(config, state, {}, _loop=loop)
-        transport = _Transport()
+        transport = RecordingTransport()
         protocol.connection_made(transport)
         assert protocol in state.connections, _fail(
             "uvicorn", "connection_made does not add the protocol to server_state.connections"

@@ -23,41 +23,7 @@ from app.platform import lifecycle
 from app.platform.app_factory import create_app
 from app.platform.protocol import LimitedHttpToolsProtocol, _Cycle
 from app.platform.settings import Settings
-
-
-class _Wire(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.data = b""
-        self.closed = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 5555)}.get(name)
-
-    def write(self, data: Any) -> None:
-        self.data += bytes(data)
-
-    def write_eof(self) -> None:
-        pass
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
+from tests.support.transport import RecordingTransport
 
 BODY = b'{"k": "0123456789"}'
 HEAD = (
@@ -88,7 +54,7 @@ def _serve(app: Any, request: bytes, rest: bytes = b"") -> bytes:
         config = Config(app=app, http=LimitedHttpToolsProtocol, lifespan="off", log_config=None)
         config.load()
         protocol = LimitedHttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
-        wire = _Wire()
+        wire = RecordingTransport()
         protocol.connection_made(wire)
         protocol.data_received(request)
         if rest:
@@ -99,7 +65,7 @@ def _serve(app: Any, request: bytes, rest: bytes = b"") -> bytes:
             if protocol.cycle is not None and protocol.cycle.response_complete:
                 break
         assert isinstance(protocol.cycle, _Cycle) and protocol.cycle.response_complete
-        return wire.data
+        return wire.written
 
     return asyncio.run(run())
 
