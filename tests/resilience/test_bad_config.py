@@ -16,10 +16,11 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
 from app.platform.settings import Settings
-from tests.support.server import REPO, VENV_BIN, clean_env, free_port
+from tests.support.server import REPO, VENV_BIN, clean_env, free_port, wait_for
 
 # setting field -> invalid values (each must be refused on its own)
 INVALID: dict[str, list[str]] = {
@@ -172,9 +173,14 @@ def test_valid_configuration_still_starts() -> None:
                 break
         else:
             pytest.fail("the server never bound its port")
+        # ... and serves. Also, a SIGTERM sent while the worker is still booting (before
+        # it has its own signal handlers) is swallowed by the master's inherited ones, and
+        # the master then waits its whole graceful timeout for that worker.
+        url = f"http://127.0.0.1:{port}/livez"
+        wait_for(lambda: httpx.get(url, timeout=2).status_code == 200, timeout=60)
     finally:
         proc.terminate()
-        proc.wait(30)
+        proc.communicate(timeout=60)  # reads what is left, so a full pipe cannot block it
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
