@@ -19,9 +19,9 @@ is not such an ``APIRoute`` (a route on the app itself, a mount, a Starlette rou
 static frontend), routers with form limits, a ``root_path``, WebSockets, and FastAPI's own
 telemetry when a team switches it on. The platform layer finds the route first, for its
 labels (``PlatformMiddleware``), and leaves what it found in the scope, so a request is
-matched once. The index is built on the first request, after every
-route is in (as ``routes.RouteResolver``); a route added later is still served, by
-FastAPI, unless a route indexed before it takes the same request.
+matched once. The index is built on the first request, after every route is in (as
+``routes.RouteResolver``); a route added later is still served, by FastAPI, unless a route
+indexed before it takes the same request.
 
 The private FastAPI names used here are fenced: ``pyproject.toml`` caps FastAPI at the
 tested minor and ``tests/contract`` checks each one, so an upgrade fails there first; the
