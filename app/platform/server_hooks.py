@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 from typing import Any
 
 from app.platform import metrics_server, tracing
@@ -64,9 +65,17 @@ def boot_summary(count: WorkerCount) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """Worker, right after the fork: the master's metrics socket is not the worker's to
+    """Worker, right after the fork: stop signals take their default action until the
+    worker installs its own handlers, the master's metrics socket is not the worker's to
     hold, the metric files are the worker's own, and the span exporter's thread must be
     born in the process that uses it."""
+    # Until then the worker runs the master's handlers, which only queue a signal for a
+    # master loop the worker does not run: a SIGTERM sent while it boots (a rollout while
+    # a worker restarts) was lost, and the master waited its whole graceful timeout for
+    # it. Default action: a worker stopped while booting exits (uvicorn_worker's
+    # init_signals sets the same a moment later, uvicorn its own handlers after that).
+    for stop in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(stop, signal.SIG_DFL)
     httpd = getattr(server, "_metrics_httpd", None)
     if httpd is not None:
         httpd.socket.close()
