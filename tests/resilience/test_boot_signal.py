@@ -10,6 +10,8 @@ server must be gone long before the 65 s graceful timeout it is configured with.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import time
@@ -50,6 +52,7 @@ def test_sigterm_while_a_worker_boots_stops_the_server_promptly(tmp_path: Path) 
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # so a failure can kill the worker too
     )
     try:
         wait_for(lambda: any(markers.iterdir()), timeout=60)  # the worker is in post_fork
@@ -64,6 +67,6 @@ def test_sigterm_while_a_worker_boots_stops_the_server_promptly(tmp_path: Path) 
             ) from None
         figure("stop while a worker boots", exited_after_s=round(time.monotonic() - sent, 1))
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # a worker left behind by a failure
+        proc.wait(10)
