@@ -194,14 +194,13 @@ class PlatformMiddleware:
 
         probe = path in PROBE_PATHS
         index = self._index
+        found = None
         if index is not None and not probe:
             # The route FastAPI will serve, found once: its template is the label, and
             # the index dispatches to it without matching again.
             found = index.find(scope)
             scope[FOUND_KEY] = (path, method, found)
-            route = found[0].template if found is not None else self._routes.resolve(method, path)
-        else:
-            route = self._routes.resolve(method, path)
+        route = found[0].template if found is not None else self._routes.resolve(method, path)
         label_method = method if method in KNOWN_METHODS else OTHER_METHOD
         metrics = self._metrics
         started_slot = metrics.start(label_method, route)
